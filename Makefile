@@ -1,0 +1,31 @@
+# `make install` builds .venv once; later calls only re-install when pyproject.toml changed.
+# TORCH picks the torch build: torch==2.13.0 gives the CPU wheel on a machine that has it on local disk
+# and PyPI's default (CUDA) build elsewhere; e.g. `make install TORCH="torch --index-url URL"` for another.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+TORCH  ?= torch==2.13.0
+EXTRAS ?= judge,serve,dev
+
+.PHONY: install test demo lint clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	touch $@
+
+test: install
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q $(PYTEST_ARGS)
+
+demo: install
+	HF_HUB_OFFLINE=1 $(VENV)/bin/animatch demo --out runs/demo
+
+lint: install
+	$(VENV)/bin/ruff check src tests bench
+
+clean:
+	rm -rf runs build dist .pytest_cache

@@ -1,0 +1,1 @@
+"""CLIP: contrastive losses, training, batched embedding with a cache, matching and search."""

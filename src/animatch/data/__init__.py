@@ -1,0 +1,1 @@
+"""The AniPersonaCaps data layer: metadata schema and reading, safe image loading, prepare, synth."""

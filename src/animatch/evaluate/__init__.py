@@ -1,0 +1,1 @@
+"""Pure metric functions: retrieval (recall, ranks, accuracy) and text (BLEU, ROUGE, keywords, semantic)."""
