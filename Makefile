@@ -18,8 +18,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
 	touch $@
 
+# One BLAS/OpenMP thread per process: the tiny test models are latency-bound, and with 2 cores shared by
+# test processes and data-loader workers, spinning thread pools make them many times slower.
 test: install
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -q $(PYTEST_ARGS)
 
 demo: install
 	HF_HUB_OFFLINE=1 $(VENV)/bin/animatch demo --out runs/demo

@@ -33,6 +33,15 @@ COMMANDS: dict[str, tuple[type, str, str]] = {
                  "fetch AniPersonaCaps from the Hugging Face Hub"),
     "init-model": (C.InitModelConfig, "animatch.models.tiny:run_init_model",
                    "build a tiny offline checkpoint (clip-tiny, clip-small, llava-tiny)"),
+    "train": (C.TrainConfig, "animatch.clip.train:run_train", "fine-tune CLIP with global negatives"),
+    "eval": (C.EvalConfig, "animatch.clip.evaluation:run_eval",
+             "evaluate CLIP: accuracy, Recall@K, cosine gap, BLEU/ROUGE"),
+    "match": (C.MatchConfig, "animatch.clip.match:run_match",
+              "rank characters or texts for a folder of images; matches, heatmaps, summary"),
+    "index": (C.IndexConfig, "animatch.clip.index:run_index", "build a search index of a dataset"),
+    "search": (C.SearchConfig, "animatch.clip.index:run_search", "search an index by text or by image"),
+    "judge": (C.JudgeConfig, "animatch.judge.cli:run_judge",
+              "LLaVA judge: describe an image, then score an English text against it (1-10)"),
 }
 
 

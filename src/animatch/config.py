@@ -77,3 +77,149 @@ class InitModelConfig:
     vision_tower: Optional[str] = opt(None, "llava-tiny only: take the vision tower from this CLIP "
                                             "checkpoint (dir or hub id)")
     seed: int = opt(0, "seed of the random initialisation")
+
+
+# ---------------------------------------------------------------------------------------------- CLIP
+@dataclass
+class TrainConfig:
+    """Fine-tune CLIP contrastively (the reference recipe), on one CPU, one GPU or many via accelerate launch."""
+    data: str = opt(help="dataset root (images are read relative to it)", required=True, exists="dir")
+    split_dir: str = opt(help="output dir of `animatch prepare` (train.jsonl, val.jsonl)", required=True,
+                         exists="dir")
+    out: str = opt(help="run dir: best/, last/, metrics.jsonl, config.yaml, report.md", required=True)
+    model: str = opt(DEFAULT_CLIP, "CLIP checkpoint to start from: hub id or local dir")
+    epochs: int = opt(10, "passes over the training split")
+    max_steps: Optional[int] = opt(None, "stop after this many optimizer steps (overrides --epochs)")
+    batch_size: int = opt(64, "pairs per process per micro-batch")
+    accum_steps: int = opt(1, "micro-batches per optimizer step; the contrastive loss is exact over all of them")
+    lr: float = opt(1e-5, "peak learning rate (AdamW)")
+    weight_decay: float = opt(0.05, "AdamW weight decay (never on biases, norms or logit_scale)")
+    eta_min: float = opt(1e-6, "final learning rate of the cosine schedule")
+    warmup_steps: int = opt(0, "linear warmup steps before the cosine decay")
+    max_grad_norm: float = opt(1.0, "gradient clipping max norm (0 disables)")
+    mixed_precision: str = opt("auto", "autocast dtype; auto: bf16 on GPUs that have it, else fp16 (with a "
+                                       "GradScaler) on GPU, no on CPU", choices=("auto", "no", "fp16", "bf16"))
+    logit_scale_init: Optional[float] = opt(None, "set the temperature scale (e.g. 16: logit_scale = ln 16); "
+                                                  "default: keep the checkpoint's")
+    lock_image: bool = opt(False, "freeze the vision tower and its projection")
+    lock_text: bool = opt(False, "freeze the text tower and its projection")
+    gather_with_grad: bool = opt(True, "global negatives: gather features from all processes with gradients")
+    crop_scale: float = opt(0.8, "smallest area fraction of the random resized crop (training only)")
+    hflip: bool = opt(True, "random horizontal flip (training only)")
+    seed: int = opt(42, "seed of shuffling, augmentation, chunk sampling and initialisation")
+    workers: int = opt(2, "data-loading worker processes per training process")
+    eval_every: Optional[int] = opt(None, "validate every N optimizer steps (default: at the end of every epoch)")
+    eval_batch_size: int = opt(128, "batch size when embedding the validation split")
+    max_eval_items: Optional[int] = opt(None, "validate on at most this many characters (default: all)")
+    log_every: int = opt(10, "write metrics every N optimizer steps")
+    report_to: str = opt("tensorboard", "experiment tracker", choices=("tensorboard", "wandb", "none"))
+    max_bad_steps: int = opt(5, "stop after this many consecutive non-finite losses (each one is skipped)")
+    resume: bool = opt(False, "continue from RUN_DIR/last (model, optimizer, schedule, scaler, RNG, data position)")
+
+
+@dataclass
+class EvalConfig:
+    """Evaluate a CLIP model on a split: accuracy, Recall@K both ways, cosine gap, BLEU/ROUGE of retrieved text."""
+    data: str = opt(help="dataset root (images are read relative to it)", required=True, exists="dir")
+    split_dir: str = opt(help="output dir of `animatch prepare`", required=True, exists="dir")
+    out: str = opt(help="output dir: eval.json, eval.md, similarity_hist.png, recall_at_k.png", required=True)
+    model: str = opt(DEFAULT_CLIP, "CLIP model to evaluate: hub id, local dir or a run's best/")
+    baseline: Optional[str] = opt(None, "a second model evaluated side by side (e.g. the zero-shot checkpoint)")
+    split: str = opt("test", "which split to evaluate", choices=("train", "val", "test"))
+    batch_size: int = opt(128, "embedding batch size")
+    in_batch_size: int = opt(64, "batch size of the in-batch accuracy (the reference's training batch)")
+    max_items: Optional[int] = opt(None, "evaluate at most this many characters (default: all)")
+    workers: int = opt(2, "image-decoding worker processes")
+
+
+# ------------------------------------------------------------------------------ match, index, search
+DEFAULT_EMBEDDING_CACHE = "~/.cache/animatch/embeddings"
+
+
+@dataclass
+class MatchConfig:
+    """Rank candidate characters (or free texts) for every image in a folder; write matches and heatmaps."""
+    images: str = opt(help="folder of images (searched recursively; other files are ignored)", required=True,
+                      exists="dir")
+    model: str = opt(help="CLIP model: hub id, local dir or a training run's best/", required=True)
+    out: str = opt(help="output dir: matches.jsonl, matches.csv, heatmap*.png, summary.json, report.md",
+                   required=True)
+    metadata: Optional[str] = opt(None, "candidates: one per character of this (optimized_)metadata.jsonl",
+                                  exists="file")
+    texts: Optional[str] = opt(None, "candidates: free texts, one per line (instead of --metadata)", exists="file")
+    top_k: int = opt(5, "matches kept per image")
+    batch_size: int = opt(64, "embedding batch size")
+    workers: int = opt(2, "image-decoding worker processes (0: decode in the main process)")
+    device: Optional[str] = opt(None, "torch device, e.g. cuda:1 (unset: the process's accelerator, else CPU)")
+    cache: bool = opt(True, "reuse and store embeddings in --cache-dir")
+    cache_dir: str = opt(DEFAULT_EMBEDDING_CACHE, "embedding cache root (one sub-dir per model)")
+    heatmap_rows: int = opt(40, "images per heatmap page")
+    heatmap_cols: int = opt(30, "candidates per heatmap page (the best-scoring ones when there are more)")
+
+
+@dataclass
+class IndexConfig:
+    """Build a search index (faiss) of a dataset's image and appearance-text embeddings."""
+    data: str = opt(help="dataset root (metadata.jsonl; images relative to it)", required=True, exists="dir")
+    model: str = opt(help="CLIP model: hub id, local dir or a training run's best/", required=True)
+    out: str = opt(help="index dir to write (replaced atomically)", required=True)
+    split_dir: Optional[str] = opt(None, "output dir of `animatch prepare`: index its optimized_metadata.jsonl "
+                                         "instead of cleaning DATA/metadata.jsonl", exists="dir")
+    split: Optional[str] = opt(None, "with --split-dir: index only this split", choices=("train", "val", "test"))
+    batch_size: int = opt(64, "embedding batch size")
+    workers: int = opt(2, "image-decoding worker processes (0: decode in the main process)")
+    device: Optional[str] = opt(None, "torch device, e.g. cuda:1 (unset: CUDA when available, else CPU)")
+    approximate_above: int = opt(200_000, "use an approximate HNSW index above this many vectors "
+                                          "(exact inner product below)")
+    hnsw_neighbors: int = opt(32, "HNSW graph degree (approximate index only)")
+    cache: bool = opt(True, "reuse and store embeddings in --cache-dir")
+    cache_dir: str = opt(DEFAULT_EMBEDDING_CACHE, "embedding cache root (one sub-dir per model)")
+
+
+@dataclass
+class SearchConfig:
+    """Query an index: characters whose images match a text, or descriptions matching an image."""
+    index: str = opt(help="index dir written by `animatch index`", required=True, exists="dir", positional=True)
+    query: Optional[str] = opt(None, "text query, e.g. \"silver hair elf with twin tails\"", positional=True)
+    image: Optional[str] = opt(None, "image query: find the character descriptions that match this image",
+                               exists="file")
+    k: int = opt(10, "number of results")
+    json: bool = opt(False, "print results as JSON")
+    device: Optional[str] = opt(None, "torch device, e.g. cuda:1 (unset: CUDA when available, else CPU)")
+
+
+# --------------------------------------------------------------------------------------------- judge
+@dataclass
+class JudgeConfig:
+    """Two-stage LLaVA judge: describe the image, then score how well an English text describes it (1-10)."""
+    image: Optional[str] = opt(None, "single mode: the character image", exists="file")
+    text: Optional[str] = opt(None, "single mode: the English text to judge against the image")
+    pairs: Optional[str] = opt(None, "batch mode: JSONL, one {\"image\": path, \"text\": ...} per line (other "
+                                     "fields are kept under \"fields\" in the results)", exists="file")
+    out: Optional[str] = opt(None, "batch mode: results JSONL (resumable: judged pairs are skipped on rerun); "
+                                   "summary and report go beside it")
+    image_root: Optional[str] = opt(None, "batch mode: relative image paths are read from here (unset: the "
+                                          "pairs file's directory)", exists="dir")
+    model: str = opt(DEFAULT_LLAVA, "LLaVA checkpoint: hub id or local dir")
+    adapter: Optional[str] = opt(None, "LoRA adapter dir from `animatch judge-train` (optional "
+                                       "mm_projector.safetensors inside)", exists="dir")
+    threshold: float = opt(6, "a score at or above this is a match")
+    json: bool = opt(False, "single mode: print the result as JSON")
+    batch_size: int = opt(8, "batch mode: pairs per batched generation")
+    num_beams: int = opt(1, "stage 1 beam search width (1: greedy); beams > 1 disable the stage-2 prefix reuse")
+    max_description_tokens: int = opt(256, "stage 1: max new tokens of the description")
+    max_analysis_tokens: int = opt(200, "stage 2: max new tokens of the score and analysis")
+    temperature: float = opt(0.3, "stage 2 sampling temperature (0: greedy)")
+    top_p: float = opt(0.9, "stage 2 nucleus sampling top-p")
+    seed: int = opt(0, "stage 2 sampling seed")
+    # opt() turns a list default into a default_factory, so instances never share it.
+    retry_temperatures: list[float] = opt(  # noqa: RUF009
+        [0.6, 0.9], "stage 2 retries at these temperatures while the score cannot be parsed; then the result is "
+                    "'unparsed'")
+    reuse_prefix: bool = opt(True, "stage 2 reuses stage 1's KV cache (image + prompt + description)")
+    device: Optional[str] = opt(None, "torch device, e.g. cuda:1 (unset: CUDA when available, else CPU)")
+    dtype: Optional[str] = opt(None, "weights dtype (unset: float16 on CUDA, float32 on CPU)",
+                               choices=("float32", "float16", "bfloat16"))
+    load_in_4bit: bool = opt(False, "quantise to 4 bits with bitsandbytes (CUDA only)")
+    attn_implementation: str = opt("sdpa", "attention kernel", choices=("sdpa", "eager", "flash_attention_2"))
+    max_image_pixels: int = opt(89_478_485, "images above this many pixels are rejected (decompression bombs)")

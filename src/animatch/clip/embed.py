@@ -1,0 +1,203 @@
+"""Batched CLIP embedding of image files and texts: the one place that turns inputs into vectors.
+
+`embed_images` decodes files in DataLoader worker processes (`animatch.data.images.load_image`, then the
+processor's own eval transform: resize, centre crop, normalise), runs the vision tower in batches under
+`torch.inference_mode()` (autocast to bf16/fp16 on CUDA only) and reports unreadable files as
+`(path, reason)` instead of raising. `embed_texts` tokenises with the processor's tokenizer (padding,
+truncation at the model's 77 positions); `embed_chunked` mean-pools the normalised embeddings of each
+item's chunks (long appearance texts). Every result is an L2-normalised float32 CPU tensor. With an
+`animatch.clip.cache.EmbeddingCache`, only inputs missing from the cache are embedded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from animatch.data.images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
+
+# New cache entries are written every this many embeddings, so an interrupted run keeps most of its work.
+CACHE_FLUSH_EVERY = 4096
+
+
+class _ImageFiles(Dataset):
+    """Decodes and transforms one file per item; a failure becomes a reason string, never an exception."""
+
+    def __init__(self, paths: Sequence[str | Path], image_processor: Any, max_pixels: int):
+        self.paths = [str(p) for p in paths]
+        self.image_processor = image_processor
+        self.max_pixels = max_pixels
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, str | None]:
+        try:
+            image = load_image(self.paths[i], max_pixels=self.max_pixels)
+            pixels = self.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
+        except ImageLoadError as e:
+            return i, None, e.reason
+        except Exception as e:  # noqa: BLE001 - any undecodable file is reported, never fatal
+            return i, None, f"{type(e).__name__}: {e}"[:200]
+        return i, pixels, None
+
+
+def _collate(items: list) -> list:
+    return items
+
+
+def _model_device(model: torch.nn.Module, device: str | torch.device | None) -> torch.device:
+    if device is not None:
+        device = torch.device(device)
+        model.to(device)
+        return device
+    return next(model.parameters()).device
+
+
+def _autocast(device: torch.device):
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def _features(output: Any) -> torch.Tensor:
+    """The projected embedding: transformers 5 returns an output object, older versions a tensor."""
+    return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+
+def _normalised(x: torch.Tensor) -> torch.Tensor:
+    return F.normalize(x.float(), dim=-1).cpu()
+
+
+def _dim(model: Any) -> int:
+    return int(model.config.projection_dim)
+
+
+def embed_images(model: Any, processor: Any, paths: Sequence[str | Path], *, batch_size: int = 64,
+                 device: str | torch.device | None = None, workers: int = 0, cache: Any = None,
+                 max_pixels: int = DEFAULT_MAX_PIXELS, progress: bool = True,
+                 ) -> tuple[torch.Tensor, list[int], list[tuple[str, str]]]:
+    """Embed image files. Returns (embeddings of the readable files [N_ok, D], their indices into `paths`,
+    (path, reason) of each unreadable file), in the order of `paths`."""
+    paths = [str(p) for p in paths]
+    device = _model_device(model, device)
+    rows: dict[int, torch.Tensor] = {}
+    todo = list(range(len(paths)))
+    keys: list[str | None] = []
+    if cache is not None:
+        keys = [cache.image_key(p) for p in paths]
+        found = cache.get("image", [k for k in keys if k is not None])
+        hits = iter(found)
+        todo = []
+        for i, k in enumerate(keys):
+            hit = next(hits) if k is not None else None
+            if hit is None:
+                todo.append(i)
+            else:
+                rows[i] = hit
+    failures: dict[int, str] = {}
+    if todo:
+        dataset = _ImageFiles([paths[i] for i in todo], processor.image_processor, max_pixels)
+        loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=_collate,
+                            pin_memory=device.type == "cuda")
+        pending_keys: list[str] = []
+        pending: list[torch.Tensor] = []
+        model.eval()
+        with tqdm(total=len(todo), unit="img", desc="embedding images", disable=not progress) as bar, \
+                torch.inference_mode():
+            for batch in loader:
+                ok = [(todo[j], px) for j, px, _ in batch if px is not None]
+                failures.update((todo[j], reason) for j, px, reason in batch if px is None)
+                if ok:
+                    pixels = torch.stack([px for _, px in ok]).to(device, non_blocking=True)
+                    with _autocast(device):
+                        emb = _normalised(_features(model.get_image_features(pixel_values=pixels)))
+                    for (i, _), e in zip(ok, emb):
+                        rows[i] = e
+                        if cache is not None and keys[i] is not None:
+                            pending_keys.append(keys[i])
+                            pending.append(e)
+                if cache is not None and len(pending) >= CACHE_FLUSH_EVERY:
+                    cache.put("image", pending_keys, torch.stack(pending))
+                    pending_keys, pending = [], []
+                bar.update(len(batch))
+        if cache is not None and pending:
+            cache.put("image", pending_keys, torch.stack(pending))
+    ok_indices = sorted(rows)
+    embeddings = torch.stack([rows[i] for i in ok_indices]) if ok_indices else torch.empty(0, _dim(model))
+    return embeddings, ok_indices, [(paths[i], failures[i]) for i in sorted(failures)]
+
+
+def embed_texts(model: Any, processor: Any, texts: Sequence[str], *, batch_size: int = 256,
+                device: str | torch.device | None = None, cache: Any = None,
+                progress: bool = False) -> torch.Tensor:
+    """Embed texts (truncated at the model's max positions, 77 for CLIP). Returns [N, D]."""
+    texts = list(texts)
+    device = _model_device(model, device)
+    unique = list(dict.fromkeys(texts))  # repeated texts are embedded once
+    found: dict[str, torch.Tensor] = {}
+    if cache is not None and unique:
+        for text, hit in zip(unique, cache.get("text", [cache.text_key(t) for t in unique])):
+            if hit is not None:
+                found[text] = hit
+    todo = [t for t in unique if t not in found]
+    max_length = int(model.config.text_config.max_position_embeddings)
+    pending: list[str] = []
+    model.eval()
+    with torch.inference_mode():
+        for start in tqdm(range(0, len(todo), batch_size), desc="embedding texts", unit="batch",
+                          disable=not progress or len(todo) <= batch_size):
+            batch = todo[start:start + batch_size]
+            tokens = processor.tokenizer(batch, padding=True, truncation=True, max_length=max_length,
+                                         return_tensors="pt").to(device)
+            with _autocast(device):
+                emb = _normalised(_features(model.get_text_features(
+                    input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"])))
+            found.update(zip(batch, emb))
+            pending += batch
+            if cache is not None and (len(pending) >= CACHE_FLUSH_EVERY or start + batch_size >= len(todo)):
+                cache.put("text", [cache.text_key(t) for t in pending], torch.stack([found[t] for t in pending]))
+                pending = []
+    if not texts:
+        return torch.empty(0, _dim(model))
+    return torch.stack([found[t] for t in texts])
+
+
+def embed_chunked(model: Any, processor: Any, chunks_per_item: Sequence[Sequence[str]], *,
+                  batch_size: int = 256, device: str | torch.device | None = None, cache: Any = None,
+                  progress: bool = False) -> torch.Tensor:
+    """One embedding per item: the renormalised mean of its chunks' normalised embeddings. Returns [N, D]."""
+    for n, chunks in enumerate(chunks_per_item):
+        if not chunks:
+            raise ValueError(f"item {n} has no text chunks")
+    flat = [c for chunks in chunks_per_item for c in chunks]
+    emb = embed_texts(model, processor, flat, batch_size=batch_size, device=device, cache=cache,
+                      progress=progress)
+    if not flat:
+        return emb
+    owner = torch.tensor([n for n, chunks in enumerate(chunks_per_item) for _ in chunks])
+    pooled = torch.zeros(len(chunks_per_item), emb.shape[1]).index_add_(0, owner, emb)
+    return F.normalize(pooled, dim=-1)
+
+
+def embed_pil(model: Any, processor: Any, images: Sequence[Any], *, batch_size: int = 64,
+              device: str | torch.device | None = None) -> torch.Tensor:
+    """Embed in-memory PIL images (already decoded, so nothing can fail here). Returns [N, D]."""
+    device = _model_device(model, device)
+    out = [torch.empty(0, _dim(model))]
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(images), batch_size):
+            batch = [im.convert("RGB") for im in images[start:start + batch_size]]
+            pixels = processor.image_processor(images=batch, return_tensors="pt")["pixel_values"].to(device)
+            with _autocast(device):
+                out.append(_normalised(_features(model.get_image_features(pixel_values=pixels))))
+    return torch.cat(out)

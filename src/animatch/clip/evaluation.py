@@ -1,0 +1,159 @@
+"""`animatch eval` and the validation used during training: the reference project's four measures.
+
+For a split: (1) cross-modal matching accuracy, over all candidates and in batches of the reference's
+training batch size; (2) Recall@1/5/10 both ways with mean/median rank; (3) cosine similarity of matched
+vs unmatched pairs and their gap; (4) BLEU-4 / ROUGE-L between the appearance text retrieved for each
+image and its own. Texts are evaluated three ways: chunk-pooled (the default representation: mean of the
+normalised chunk embeddings), truncated (the full appearance cut at 77 tokens) and per chunk (every chunk
+a separate candidate; a hit if any of the character's chunks is in the top k, as CLIP_benchmark does).
+Images that fail to load are excluded and listed. Each split is embedded once per model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from animatch.clip.embed import embed_chunked, embed_images, embed_texts  # noqa: E402
+from animatch.config import EvalConfig  # noqa: E402
+from animatch.data.schema import load_split  # noqa: E402
+from animatch.errors import UserError  # noqa: E402
+from animatch.evaluate import retrieval  # noqa: E402
+from animatch.evaluate.text import bleu, rouge_l  # noqa: E402
+from animatch.models.hub import load_clip  # noqa: E402
+from animatch.runs import markdown_table, write_json, write_run_files  # noqa: E402
+
+RECALL_KEYS = ("i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10")
+
+
+def _chunks(record: dict) -> list[str]:
+    return record.get("appearance_chunks") or [record["appearance"]]
+
+
+def embed_split(model, processor, records: list[dict], root: str | Path, *, batch_size: int = 128,
+                workers: int = 0, modes: tuple[str, ...] = ("pooled",), progress: bool = True) -> dict:
+    """Embed the images of `records` and, for those that loaded, their texts in each of `modes`.
+
+    Returns {"records": kept records, "failures": [(path, reason)], "images": [N, D],
+    "texts": {mode: ([M, D], text_to_image [M])}}.
+    """
+    paths = [Path(root) / r["file_name"] for r in records]
+    images, ok, failures = embed_images(model, processor, paths, batch_size=batch_size, workers=workers,
+                                        progress=progress)
+    kept = [records[i] for i in ok]
+    texts = {}
+    n = np.arange(len(kept))
+    if "pooled" in modes:
+        texts["pooled"] = (embed_chunked(model, processor, [_chunks(r) for r in kept], batch_size=batch_size), n)
+    if "truncated" in modes:
+        texts["truncated"] = (embed_texts(model, processor, [r["appearance"] for r in kept], batch_size=batch_size), n)
+    if "chunks" in modes:
+        owner = np.array([i for i, r in enumerate(kept) for _ in _chunks(r)], dtype=np.int64)
+        flat = [c for r in kept for c in _chunks(r)]
+        texts["chunks"] = (embed_texts(model, processor, flat, batch_size=batch_size), owner)
+    return {"records": kept, "failures": failures, "images": images, "texts": texts}
+
+
+def validation_metrics(model, processor, records: list[dict], root: str | Path, *, batch_size: int = 128) -> dict:
+    """Recall@K both ways on chunk-pooled texts, their mean ("mean_recall", the best-checkpoint criterion),
+    and the cosine gap."""
+    emb = embed_split(model, processor, records, root, batch_size=batch_size, progress=False)
+    if not emb["records"]:
+        raise UserError("no validation image could be loaded")
+    text_emb, owner = emb["texts"]["pooled"]
+    sim = (emb["images"] @ text_emb.T).numpy()
+    metrics = {k: v for k, v in retrieval.retrieval_metrics(sim, owner).items() if k in RECALL_KEYS}
+    metrics["mean_recall"] = float(np.mean([metrics[k] for k in RECALL_KEYS]))
+    metrics["cosine_gap"] = retrieval.cosine_stats(sim, owner)["cosine_gap"]
+    return metrics
+
+
+def evaluate_model(model_id: str, records: list[dict], cfg: EvalConfig) -> tuple[dict, dict]:
+    """All four measures for one model; returns (metrics, plot data)."""
+    model, processor = load_clip(model_id)
+    emb = embed_split(model, processor, records, cfg.data, batch_size=cfg.batch_size, workers=cfg.workers,
+                      modes=("pooled", "truncated", "chunks"))
+    kept = emb["records"]
+    if len(kept) < 2:
+        raise UserError(f"only {len(kept)} image(s) of the {cfg.split} split could be loaded; need at least 2")
+    metrics: dict = {"model": model_id, "n_characters": len(kept), "n_failed_images": len(emb["failures"]),
+                     "failed_images": [{"path": p, "reason": r} for p, r in emb["failures"][:50]]}
+    plots: dict = {}
+    for mode, (text_emb, owner) in emb["texts"].items():
+        sim = (emb["images"] @ text_emb.T).numpy()
+        metrics[mode] = retrieval.retrieval_metrics(sim, owner)
+        if mode == "pooled":
+            metrics["accuracy"] = retrieval.accuracy_top1(sim, owner)
+            metrics["in_batch_accuracy"] = retrieval.in_batch_accuracy(sim, owner, cfg.in_batch_size)
+            metrics["in_batch_size"] = cfg.in_batch_size
+            metrics["cosine"] = retrieval.cosine_stats(sim, owner)
+            retrieved = sim.argmax(axis=1)
+            hyps = [kept[j]["appearance"] for j in retrieved]
+            refs = [r["appearance"] for r in kept]
+            metrics["bleu"] = bleu(hyps, refs)
+            metrics["rouge_l"] = rouge_l(hyps, refs)
+            plots["matched"], plots["unmatched"] = retrieval.matched_unmatched(sim, owner)
+            plots["curve"] = retrieval.recall_curve(sim, owner)
+    return metrics, plots
+
+
+def _summary_row(name: str, m: dict) -> dict:
+    row = {"model": name, "accuracy": m["accuracy"], f"in-batch acc (B={m['in_batch_size']})": m["in_batch_accuracy"]}
+    row.update({k: m["pooled"][k] for k in RECALL_KEYS})
+    row.update({"t2i mean rank": m["pooled"]["t2i_mean_rank"], "cosine gap": m["cosine"]["cosine_gap"],
+                "BLEU": m["bleu"], "ROUGE-L": m["rouge_l"]})
+    return row
+
+
+def _plot(plots: dict[str, dict], out: Path) -> None:
+    fig, axes = plt.subplots(1, len(plots), figsize=(5 * len(plots), 3.5), squeeze=False)
+    for ax, (name, p) in zip(axes[0], plots.items()):
+        bins = np.linspace(-1, 1, 81)
+        ax.hist(p["unmatched"], bins=bins, alpha=0.6, density=True, label="unmatched")
+        ax.hist(p["matched"], bins=bins, alpha=0.6, density=True, label="matched")
+        ax.set(title=name, xlabel="cosine similarity", ylabel="density")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "similarity_hist.png", dpi=100)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, p in plots.items():
+        ax.plot(p["curve"]["k"], p["curve"]["i2t"], marker=".", label=f"{name} image->text")
+        ax.plot(p["curve"]["k"], p["curve"]["t2i"], marker=".", linestyle="--", label=f"{name} text->image")
+    ax.set(xscale="log", xlabel="k", ylabel="Recall@k", ylim=(0, 1.02), title="Recall@k")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "recall_at_k.png", dpi=100)
+    plt.close(fig)
+
+
+def run_eval(cfg: EvalConfig) -> int:
+    out = Path(cfg.out)
+    records = load_split(cfg.split_dir, cfg.split)
+    if cfg.max_items:
+        records = records[: cfg.max_items]
+    models = {"model": cfg.model, **({"baseline": cfg.baseline} if cfg.baseline else {})}
+    results, plots = {}, {}
+    for role, model_id in models.items():
+        results[role], plots[f"{role}: {Path(model_id).name or model_id}"] = evaluate_model(model_id, records, cfg)
+    write_json(out / "eval.json", {"split": cfg.split, **results})
+    _plot(plots, out)
+    rows = [_summary_row(role, m) for role, m in results.items()]
+    modes = [{"model": role, "texts": mode, **{k: m[mode][k] for k in RECALL_KEYS}}
+             for role, m in results.items() for mode in ("pooled", "truncated", "chunks")]
+    m = results["model"]
+    report = (f"# animatch eval ({cfg.split} split, {m['n_characters']} characters)\n\n"
+              + "\n".join(f"- {role}: `{mid}`" for role, mid in models.items())
+              + f"\n- images that failed to load: {m['n_failed_images']}\n\n"
+              f"## Summary (chunk-pooled appearance texts)\n\n{markdown_table(rows, floatfmt='.3f')}\n\n"
+              f"## Long texts: chunk pooling vs first-77-token truncation vs per-chunk candidates\n\n"
+              f"{markdown_table(modes, floatfmt='.3f')}\n\n![similarity](similarity_hist.png) "
+              f"![recall](recall_at_k.png)\n")
+    write_run_files(out, cfg, report=report, report_name="eval.md")
+    print(report)
+    return 0

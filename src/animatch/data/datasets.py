@@ -1,0 +1,112 @@
+"""Training data for CLIP: one (augmented image, sampled appearance chunk) pair per character.
+
+Everything random here is derived from (seed, epoch, index), never from a worker's global RNG, so an
+epoch yields the same pairs whatever the number of workers or processes, and a resumed run sees exactly
+the batches the interrupted one would have. `epoch_batches` shards one global order across processes
+(global batch = processes x batch size, in the same order for any process count). Images that fail to
+load come back as error items; `PairCollator` drops them and reports them, so they are counted, not lost.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from PIL import Image
+
+from animatch.data.images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
+
+
+def random_resized_crop(image: Image.Image, rng: random.Random, scale: tuple[float, float],
+                        ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> Image.Image:
+    """torchvision's RandomResizedCrop box choice (without torchvision); resizing is the processor's job."""
+    width, height = image.size
+    area = width * height
+    for _ in range(10):
+        target = area * rng.uniform(*scale)
+        aspect = math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
+        w = int(round(math.sqrt(target * aspect)))
+        h = int(round(math.sqrt(target / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            left, top = rng.randint(0, width - w), rng.randint(0, height - h)
+            return image.crop((left, top, left + w, top + h))
+    return image  # no valid box in 10 tries (extreme aspect ratio): keep the whole image
+
+
+class PairDataset(torch.utils.data.Dataset):
+    """Item i: {"pixel_values", "text", "index"} for record i, or {"error", "file_name"} if its image fails."""
+
+    def __init__(self, records: Sequence[dict], root: str | Path, image_processor: Any, *, train: bool,
+                 seed: int = 0, crop_scale: float = 0.8, hflip: bool = True,
+                 max_pixels: int = DEFAULT_MAX_PIXELS):
+        self.records = records
+        self.root = Path(root)
+        self.image_processor = image_processor
+        self.train = train
+        self.seed = seed
+        self.crop_scale = crop_scale
+        self.hflip = hflip
+        self.max_pixels = max_pixels
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> dict:
+        record = self.records[i]
+        rng = random.Random(f"{self.seed}:{self.epoch}:{i}")
+        try:
+            image = load_image(self.root / record["file_name"], max_pixels=self.max_pixels)
+        except ImageLoadError as e:
+            return {"error": e.reason, "file_name": record["file_name"]}
+        chunks = record.get("appearance_chunks") or [record["appearance"]]
+        if self.train:
+            image = random_resized_crop(image, rng, (self.crop_scale, 1.0))
+            if self.hflip and rng.random() < 0.5:
+                image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+            # Any chunk, not always the first sentence (often a summary the model could shortcut on).
+            text = rng.choice(chunks)
+        else:
+            text = chunks[0]
+        pixel_values = self.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
+        return {"pixel_values": pixel_values, "text": text, "index": i}
+
+
+@dataclass
+class PairCollator:
+    """Drops failed items (reported in "skipped"), stacks images, tokenises texts with dynamic padding."""
+    tokenizer: Any
+    max_length: int = 77
+
+    def __call__(self, items: list[dict]) -> dict:
+        good = [it for it in items if "error" not in it]
+        skipped = [(it["file_name"], it["error"]) for it in items if "error" in it]
+        if not good:
+            return {"skipped": skipped, "size": 0}
+        tokens = self.tokenizer([it["text"] for it in good], padding=True, truncation=True,
+                                max_length=self.max_length, return_tensors="pt")
+        return {
+            "pixel_values": torch.stack([it["pixel_values"] for it in good]),  # [B, 3, H, W]
+            "input_ids": tokens["input_ids"],  # [B, T<=max_length]
+            "attention_mask": tokens["attention_mask"],
+            "indices": torch.tensor([it["index"] for it in good]),
+            "skipped": skipped,
+            "size": len(good),
+        }
+
+
+def epoch_batches(n: int, batch_size: int, *, world: int, rank: int, seed: int, epoch: int) -> list[list[int]]:
+    """This process's batches of one epoch: a seeded global permutation cut into global batches of
+    `world * batch_size` (the incomplete last one dropped: contrastive batches must be full), each split
+    into `world` consecutive slices."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
+    global_batch = world * batch_size
+    return [order[start + rank * batch_size: start + (rank + 1) * batch_size]
+            for start in range(0, n - global_batch + 1, global_batch)]

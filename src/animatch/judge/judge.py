@@ -1,0 +1,229 @@
+"""The two-stage judge: `Judge(model=...).analyze(image, text)` and its batched `analyze_batch`.
+
+Stage 1 describes the image (greedy, or beam search with `num_beams`); stage 2 continues the same
+conversation with the relevance question and samples `Score: <1-10>` + `Analysis: ...` (temperature 0.3,
+top-p 0.9, seeded; temperature 0 is greedy). Stage 2 reuses stage 1's KV cache: its input ids are stage 1's
+full output rows (left-padded prompt + description + whatever followed the end of the description) plus the
+left-padded new turn, with the attention mask hiding the padding and the tokens after each description, so
+`generate` only encodes the new turn and never the image again; the masked positions get no position ids,
+which keeps every row's positions identical to the same sequence encoded from scratch (`reuse_prefix=False`,
+also used under beam search, whose cache does not follow the returned rows). After each stage-2 attempt the
+cache is cropped back to stage 1's, so retries reuse it too, without a copy. When the score cannot be
+parsed, stage 2 is retried at `retry_temperatures`; then the result is `status: "unparsed"` with the raw
+text kept. Bad images and non-English texts become `status: "error"` results; they never stop a batch.
+Result keys: description, score, analysis, match, status, error, raw, attempts, timings (seconds per pair;
+in a batch, the batch's time divided among its pairs).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from animatch.config import JudgeConfig
+from animatch.data.images import ImageLoadError, load_image
+from animatch.judge import prompts
+from animatch.judge.language import english_problem
+from animatch.judge.loading import load_judge_model
+from animatch.judge.parse import parse_analysis, parse_score
+
+_D = JudgeConfig()
+
+
+@dataclass
+class _Described:
+    """Stage-1 output of a batch: what stage 2 needs to continue each row."""
+    inputs: Any                   # the processor's batch: input_ids, attention_mask, pixel_values
+    sequences: torch.Tensor       # [n, prompt + generated] ids
+    lengths: list[int]            # description tokens per row (before the first end-of-sequence)
+    cache: Any                    # stage 1's KV cache, None under beam search
+    cache_name: str               # generate()'s keyword for it
+    cache_rows: list[int]         # the rows the cache holds now (retries narrow it)
+    descriptions: list[str]
+
+
+def error_result(message: str) -> dict:
+    """The result of a pair that could not be judged."""
+    return {"description": None, "score": None, "analysis": None, "match": None, "status": "error",
+            "error": message, "raw": None, "attempts": 0, "timings": {}}
+
+
+class Judge:
+    """Load a LLaVA checkpoint (+ optional adapter) once, then judge (image, text) pairs."""
+
+    def __init__(self, model: str = _D.model, adapter: str | None = None, device: str | None = None,
+                 dtype: str | None = None, load_in_4bit: bool = False, attn_implementation: str = "sdpa",
+                 **settings: Any):
+        """Load `model` (+ `adapter`); `settings` are those of `from_model`."""
+        loaded = load_judge_model(model, adapter, device=device, dtype=dtype, load_in_4bit=load_in_4bit,
+                                  attn_implementation=attn_implementation)
+        self._setup(*loaded, **settings)
+
+    @classmethod
+    def from_model(cls, model: Any, processor: Any, **settings: Any) -> Judge:
+        """A judge around an already loaded model and processor (set up as `loading.load_judge_model` does)."""
+        judge = cls.__new__(cls)
+        judge._setup(model, processor, **settings)
+        return judge
+
+    def _setup(self, model: Any, processor: Any, *, num_beams: int = _D.num_beams,
+               max_description_tokens: int = _D.max_description_tokens,
+               max_analysis_tokens: int = _D.max_analysis_tokens, temperature: float = _D.temperature,
+               top_p: float = _D.top_p, seed: int = _D.seed,
+               retry_temperatures: Sequence[float] = tuple(_D.retry_temperatures),
+               threshold: float = _D.threshold, reuse_prefix: bool = _D.reuse_prefix,
+               max_image_pixels: int = _D.max_image_pixels) -> None:
+        self.model, self.processor = model, processor
+        self.num_beams, self.max_description_tokens = num_beams, max_description_tokens
+        self.max_analysis_tokens, self.temperature, self.top_p = max_analysis_tokens, temperature, top_p
+        self.seed, self.retry_temperatures = seed, tuple(retry_temperatures)
+        self.threshold, self.reuse_prefix, self.max_image_pixels = threshold, reuse_prefix, max_image_pixels
+        tokenizer = processor.tokenizer
+        eos = model.generation_config.eos_token_id
+        eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+        self._eos = set(eos) | {tokenizer.eos_token_id} - {None}
+        self._pad = tokenizer.pad_token_id
+        self._prompt = prompts.render_description_prompt(processor)
+
+    @classmethod
+    def from_config(cls, cfg: JudgeConfig) -> Judge:
+        return cls(cfg.model, cfg.adapter, cfg.device, cfg.dtype, cfg.load_in_4bit, cfg.attn_implementation,
+                   num_beams=cfg.num_beams, max_description_tokens=cfg.max_description_tokens,
+                   max_analysis_tokens=cfg.max_analysis_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+                   seed=cfg.seed, retry_temperatures=cfg.retry_temperatures, threshold=cfg.threshold,
+                   reuse_prefix=cfg.reuse_prefix, max_image_pixels=cfg.max_image_pixels)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def analyze(self, image: str | Path | Image.Image, text: str) -> dict:
+        """Judge one pair; see the module docstring for the result."""
+        return self.analyze_batch([(image, text)])[0]
+
+    def analyze_batch(self, pairs: Sequence[tuple[str | Path | Image.Image, str]]) -> list[dict]:
+        """Judge pairs in one batched generation per stage; failures are per-pair error results."""
+        results: list[dict | None] = [None] * len(pairs)
+        rows, images, texts = [], [], []
+        for i, (image, text) in enumerate(pairs):
+            problem = english_problem(text)
+            if problem is not None:
+                results[i] = error_result(problem)
+                continue
+            try:
+                images.append(image.convert("RGB") if isinstance(image, Image.Image)
+                              else load_image(image, max_pixels=self.max_image_pixels))
+            except ImageLoadError as e:
+                results[i] = error_result(f"bad image {e.path}: {e.reason}")
+                continue
+            rows.append(i)
+            texts.append(text)
+        if rows:
+            for i, result in zip(rows, self._judge(images, texts)):
+                results[i] = result
+        return results
+
+    @torch.inference_mode()
+    def _judge(self, images: list[Image.Image], texts: list[str]) -> list[dict]:
+        start = time.perf_counter()
+        described = self._describe(images)
+        stage1 = time.perf_counter() - start
+        tokenizer = self.processor.tokenizer
+        tails = [prompts.tail_token_ids(tokenizer, prompts.relevance_tail(self.processor, t)) for t in texts]
+        raw: list[str] = [""] * len(texts)
+        attempts = [0] * len(texts)
+        todo = list(range(len(texts)))
+        for attempt, temperature in enumerate((self.temperature, *self.retry_temperatures)):
+            for i, answer in zip(todo, self._relevance(described, tails, todo, temperature, self.seed + attempt)):
+                raw[i], attempts[i] = answer, attempt + 1
+            todo = [i for i in todo if parse_score(raw[i]) is None]
+            if not todo:
+                break
+        stage2 = time.perf_counter() - start - stage1
+        n = len(texts)
+        timings = {"stage1_s": stage1 / n, "stage2_s": stage2 / n, "total_s": (stage1 + stage2) / n}
+        results = []
+        for description, answer, tries in zip(described.descriptions, raw, attempts):
+            score = parse_score(answer)
+            results.append({
+                "description": description, "score": score, "analysis": parse_analysis(answer),
+                "match": None if score is None else score >= self.threshold,
+                "status": "ok" if score is not None else "unparsed", "error": None, "raw": answer,
+                "attempts": tries, "timings": dict(timings)})
+        return results
+
+    def _describe(self, images: list[Image.Image]) -> _Described:
+        inputs = self.processor(images=images, text=[self._prompt] * len(images), padding=True,
+                                return_tensors="pt").to(self.device)
+        inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
+        out = self.model.generate(**inputs, do_sample=False, num_beams=self.num_beams,
+                                  max_new_tokens=self.max_description_tokens, pad_token_id=self._pad,
+                                  return_dict_in_generate=True)
+        prompt_len = inputs["input_ids"].shape[1]
+        generated = out.sequences[:, prompt_len:]
+        is_end = torch.zeros_like(generated, dtype=torch.bool)
+        for token in self._eos:
+            is_end |= generated == token
+        width = generated.shape[1]
+        lengths = [int(row.nonzero()[0]) if row.any() else width for row in is_end.cpu()]
+        descriptions = [self.processor.tokenizer.decode(row[:n], skip_special_tokens=True).strip()
+                        for row, n in zip(generated, lengths)]
+        cache_name = "cache" if "cache" in out else "past_key_values"
+        cache = out.get(cache_name) if self.num_beams == 1 else None
+        return _Described(inputs, out.sequences, lengths, cache, cache_name, list(range(len(images))), descriptions)
+
+    def _relevance(self, d: _Described, tails: list[list[int]], rows: list[int], temperature: float,
+                   seed: int) -> list[str]:
+        """Stage-2 answers of `rows`, continuing stage 1 through its cache or encoding from scratch."""
+        index = torch.tensor(rows, device=self.device)
+        tail_ids, tail_mask = self._left_pad([tails[i] for i in rows])
+        if self.reuse_prefix and d.cache is not None:
+            prompt_len = d.inputs["input_ids"].shape[1]
+            sequences = d.sequences[index]
+            described = torch.arange(sequences.shape[1] - prompt_len, device=self.device)[None, :] < \
+                torch.tensor([d.lengths[i] for i in rows], device=self.device)[:, None]
+            input_ids = torch.cat([sequences, tail_ids], dim=1)
+            mask = torch.cat([d.inputs["attention_mask"][index], described.long(), tail_mask], dim=1)
+            # generate() extends the cache in place; it is rolled back afterwards for retries (a copy where
+            # a layer type cannot be rolled back), and narrowed to the rows still being retried.
+            cache = d.cache if getattr(d.cache, "is_croppable", True) else copy.deepcopy(d.cache)
+            positions = [d.cache_rows.index(i) for i in rows]
+            if positions != list(range(len(d.cache_rows))):
+                cache.batch_select_indices(torch.tensor(positions, device=self.device))
+                if cache is d.cache:
+                    d.cache_rows = list(rows)
+            cached = cache.get_seq_length()
+            extra = {d.cache_name: cache}
+        else:
+            prompt_len = d.inputs["input_ids"].shape[1]
+            seqs = [torch.cat([d.inputs["input_ids"][i][d.inputs["attention_mask"][i].bool()],
+                               d.sequences[i, prompt_len:prompt_len + d.lengths[i]],
+                               torch.tensor(tails[i], device=self.device, dtype=torch.long)]).tolist()
+                    for i in rows]
+            input_ids, mask = self._left_pad(seqs)
+            extra = {"pixel_values": d.inputs["pixel_values"][index]}
+        sampling = {"do_sample": True, "temperature": temperature, "top_p": self.top_p} if temperature > 0 \
+            else {"do_sample": False}
+        torch.manual_seed(seed)
+        out = self.model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=self.max_analysis_tokens,
+                                  num_beams=1, pad_token_id=self._pad, **sampling, **extra)
+        if extra.get(d.cache_name) is d.cache:
+            d.cache.crop(cached - d.cache.get_seq_length())  # negative: drop the tokens stage 2 added
+        return self.processor.tokenizer.batch_decode(out[:, input_ids.shape[1]:], skip_special_tokens=True)
+
+    def _left_pad(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self._pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            if r:
+                ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
+                mask[i, width - len(r):] = 1
+        return ids.to(self.device), mask.to(self.device)

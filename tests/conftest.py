@@ -1,0 +1,114 @@
+"""Shared session fixtures: the real AniPersonaCaps samples, a small synthetic dataset, tiny checkpoints.
+
+Each expensive fixture is built once per test session into a `tmp_path_factory` dir; tests must treat
+them as read-only (copy before modifying). Helpers append their fixtures here with small edits.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Tiny models are latency-bound: one thread per process avoids thread pools spinning against each other
+# on a small shared machine (`make test` sets it too; this covers a bare `pytest`).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+import torch  # noqa: E402
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    """The real AniPersonaCaps samples in <repo>/../shared (never copied into the repo)."""
+    path = REPO / ".." / "shared" / "fixtures" / "anipersonacaps"
+    if not (path / "metadata.jsonl").is_file():
+        pytest.skip(f"shared fixtures not found at {path}")
+    return path.resolve()
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory) -> Path:
+    """A small synthetic dataset root (48 characters, 64 px wide), AniPersonaCaps layout."""
+    from animatch.config import SynthConfig
+    from animatch.data.synth import run_synth
+
+    out = tmp_path_factory.mktemp("synth") / "root"
+    assert run_synth(SynthConfig(out=str(out), n=48, image_size=64, characters_per_title=6, workers=1)) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def clip_tiny_dir(tmp_path_factory) -> Path:
+    """A randomly initialised clip-tiny checkpoint in the Hub layout."""
+    from animatch.models.tiny import build_tiny
+
+    return build_tiny("clip-tiny", tmp_path_factory.mktemp("clip_tiny") / "clip-tiny")
+
+
+@pytest.fixture(scope="session")
+def llava_tiny_dir(tmp_path_factory, clip_tiny_dir) -> Path:
+    """A randomly initialised llava-tiny checkpoint whose vision tower is copied from clip_tiny_dir."""
+    from animatch.models.tiny import build_tiny
+
+    return build_tiny("llava-tiny", tmp_path_factory.mktemp("llava_tiny") / "llava-tiny",
+                      vision_tower=str(clip_tiny_dir))
+
+
+@pytest.fixture(scope="session")
+def prepared_dir(tmp_path_factory, synth_root) -> Path:
+    """`animatch prepare` output (optimized_metadata.jsonl, train/val/test.jsonl) of synth_root."""
+    from animatch.config import PrepareConfig
+    from animatch.data.prepare import run_prepare
+
+    out = tmp_path_factory.mktemp("prepared") / "prepared"
+    assert run_prepare(PrepareConfig(data=str(synth_root), out=str(out), workers=1)) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def clip_matched_dir(tmp_path_factory, synth_root, clip_tiny_dir) -> Path:
+    """clip-tiny whose two projections are fitted (contrastive, on frozen tower features) to synth_root: every
+    image ranks its own chunk-pooled appearance and its attribute query first. Deterministic; ~10 s."""
+    import json
+
+    import torch
+    import torch.nn.functional as F
+
+    from animatch.clip.match import record_chunks
+    from animatch.data.images import load_image
+    from animatch.data.synth import query_text
+    from animatch.models.hub import load_clip
+
+    torch.manual_seed(0)
+    records = [json.loads(line) for line in (synth_root / "metadata.jsonl").read_text().splitlines()]
+    model, processor = load_clip(str(clip_tiny_dir))
+    chunks = [record_chunks(r) for r in records]
+    texts = [c for cs in chunks for c in cs] + [query_text(r["attributes"]) for r in records]
+    with torch.no_grad():
+        images = [load_image(synth_root / r["file_name"]) for r in records]
+        image_h = model.vision_model(pixel_values=processor.image_processor(
+            images=images, return_tensors="pt")["pixel_values"]).pooler_output
+        text_h = model.text_model(**processor.tokenizer(texts, padding=True, truncation=True, max_length=77,
+                                                        return_tensors="pt")).pooler_output
+    owner = torch.tensor([n for n, cs in enumerate(chunks) for _ in cs])
+    labels = torch.arange(len(records))
+    optimizer = torch.optim.Adam([model.visual_projection.weight, model.text_projection.weight], lr=1e-2)
+    for _ in range(200):
+        image_e = F.normalize(image_h @ model.visual_projection.weight.T, dim=-1)
+        text_e = F.normalize(text_h @ model.text_projection.weight.T, dim=-1)
+        pooled = F.normalize(torch.zeros_like(image_e).index_add(0, owner, text_e[:len(owner)]), dim=-1)
+        loss = sum(F.cross_entropy(20 * image_e @ t.T, labels) + F.cross_entropy(20 * t @ image_e.T, labels)
+                   for t in (pooled, text_e[len(owner):]))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        model.logit_scale.fill_(float(torch.log(torch.tensor(20.0))))
+    out = tmp_path_factory.mktemp("clip_matched") / "clip-matched"
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
