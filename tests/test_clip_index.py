@@ -9,6 +9,7 @@ from animatch.clip.matcher import Matcher
 from animatch.data.images import load_image
 from animatch.data.schema import load_split
 from animatch.data.synth import query_text
+from animatch.errors import UserError
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +77,7 @@ def test_matcher_api_match(clip_matched_dir, records, synth_root):
     assert torch.allclose(result.probability.sum(1), torch.ones(4), atol=1e-5)
     assert result.image_indices == [0, 1, 2, 3] and result.failures == [(str(paths[4]), "missing file")]
     assert [row[0]["candidate"] for row in result.top] == texts
-    with pytest.raises(animatch.errors.UserError, match="no index"):
+    with pytest.raises(UserError, match="no index"):
         matcher.search_text("red hair")
 
 

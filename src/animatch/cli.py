@@ -26,6 +26,8 @@ from animatch.errors import UserError
 # name -> (config class, "module:function", one-line help). The function takes the config and returns
 # an exit code (None means 0).
 COMMANDS: dict[str, tuple[type, str, str]] = {
+    "demo": (C.DemoConfig, "animatch.demo:run_demo",
+             "the whole pipeline on synthetic data, offline: data, CLIP, match, search, judge"),
     "synth": (C.SynthConfig, "animatch.data.synth:run_synth", "draw a synthetic persona dataset"),
     "prepare": (C.PrepareConfig, "animatch.data.prepare:run_prepare",
                 "clean, validate, deduplicate, chunk and split a dataset"),
@@ -42,6 +44,8 @@ COMMANDS: dict[str, tuple[type, str, str]] = {
     "search": (C.SearchConfig, "animatch.clip.index:run_search", "search an index by text or by image"),
     "judge": (C.JudgeConfig, "animatch.judge.cli:run_judge",
               "LLaVA judge: describe an image, then score an English text against it (1-10)"),
+    "audit": (C.AuditConfig, "animatch.audit.run:run_audit",
+              "find mismatched image-text pairs: CLIP screen, LLaVA verification, clean metadata"),
 }
 
 
@@ -90,12 +94,18 @@ def _add_options(parser: argparse.ArgumentParser, cls: type) -> None:
                         help="YAML file setting any of these options; command-line options override it")
 
 
+def _formatter(prog: str) -> argparse.HelpFormatter:
+    return argparse.HelpFormatter(prog, max_help_position=16, width=110)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="animatch", description="Match anime characters with descriptions of their looks.")
+    parser = _Parser(prog="animatch", description="Match anime characters with descriptions of their looks.",
+                     formatter_class=_formatter)
     parser.add_argument("--version", action="version", version=f"animatch {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, (cls, _, help_line) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_line, description=(cls.__doc__ or help_line).strip())
+        p = sub.add_parser(name, help=help_line, description=(cls.__doc__ or help_line).strip(),
+                           formatter_class=_formatter)
         _add_options(p, cls)
     return parser
 

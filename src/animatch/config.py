@@ -169,8 +169,9 @@ class IndexConfig:
     batch_size: int = opt(64, "embedding batch size")
     workers: int = opt(2, "image-decoding worker processes (0: decode in the main process)")
     device: Optional[str] = opt(None, "torch device, e.g. cuda:1 (unset: CUDA when available, else CPU)")
-    approximate_above: int = opt(200_000, "use an approximate HNSW index above this many vectors "
-                                          "(exact inner product below)")
+    approximate_above: int = opt(50_000, "use an approximate HNSW index above this many vectors (exact inner "
+                                         "product below; exact search over 100k vectors takes ~50 ms per query "
+                                         "on 2 CPU cores)")
     hnsw_neighbors: int = opt(32, "HNSW graph degree (approximate index only)")
     cache: bool = opt(True, "reuse and store embeddings in --cache-dir")
     cache_dir: str = opt(DEFAULT_EMBEDDING_CACHE, "embedding cache root (one sub-dir per model)")
@@ -223,3 +224,150 @@ class JudgeConfig:
     load_in_4bit: bool = opt(False, "quantise to 4 bits with bitsandbytes (CUDA only)")
     attn_implementation: str = opt("sdpa", "attention kernel", choices=("sdpa", "eager", "flash_attention_2"))
     max_image_pixels: int = opt(89_478_485, "images above this many pixels are rejected (decompression bombs)")
+
+
+# ---------------------------------------------------------------------------------------------- demo
+@dataclass
+class DemoConfig:
+    """The whole pipeline on the embedded synthetic dataset, offline: data, CLIP, match, search, judge."""
+    out: str = opt("runs/demo", "output dir (replaced): every artefact and REPORT.md")
+    quick: bool = opt(False, "smaller data and fewer steps (about 90 s; the CI smoke test)")
+    seed: int = opt(0, "seed of the dataset and of training")
+
+
+# ---------------------------------------------------------------------------------- judge fine-tuning
+LORA_TARGET_MODULES = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)$"
+
+
+@dataclass
+class JudgeTrainConfig:
+    """Fine-tune the LLaVA judge (LoRA, QLoRA or full) on both stages: describe the image, score a text."""
+    data: str = opt(help="dataset root (images are read relative to it)", required=True, exists="dir")
+    split_dir: str = opt(help="output dir of `animatch prepare` (train.jsonl, val.jsonl)", required=True,
+                         exists="dir")
+    out: str = opt(help="run dir: adapter/ (or model/ for --method full), last/, metrics.jsonl, report.md",
+                   required=True)
+    model: str = opt(DEFAULT_LLAVA, "LLaVA checkpoint to start from: hub id or local dir")
+    method: str = opt("lora", "lora: LoRA on the language model + full projector; qlora: the same on a 4-bit base "
+                              "(CUDA + bitsandbytes); full: language model + projector", choices=("lora", "qlora",
+                                                                                                  "full"))
+    epochs: int = opt(1, "passes over the training examples (regenerated every epoch)")
+    max_steps: Optional[int] = opt(None, "stop after this many optimizer steps (overrides --epochs)")
+    batch_size: int = opt(4, "examples per process per micro-batch")
+    accum_steps: int = opt(4, "micro-batches per optimizer step")
+    lr: float = opt(2e-4, "peak learning rate of the LoRA weights (full: of the language model)")
+    projector_lr: float = opt(2e-5, "peak learning rate of the multi-modal projector")
+    weight_decay: float = opt(0.0, "AdamW weight decay (never on biases and norms)")
+    scheduler: str = opt("cosine", "learning-rate schedule after warmup",
+                         choices=("cosine", "linear", "constant_with_warmup"))
+    warmup_ratio: float = opt(0.03, "fraction of the steps spent in linear warmup")
+    max_grad_norm: float = opt(1.0, "gradient clipping max norm (0 disables)")
+    lora_r: int = opt(128, "LoRA rank")
+    lora_alpha: int = opt(256, "LoRA alpha (scale alpha / r)")
+    lora_dropout: float = opt(0.05, "LoRA dropout")
+    lora_target_modules: str = opt(LORA_TARGET_MODULES, "regex of the LoRA-wrapped linear layers (full name "
+                                                        "match); the default keeps the vision tower untouched")
+    mixed_precision: str = opt("auto", "autocast dtype (and weights dtype of the frozen base under lora/qlora); "
+                                       "auto: bf16 on GPUs that have it, else fp16 on GPU, no on CPU",
+                               choices=("auto", "no", "fp16", "bf16"))
+    gradient_checkpointing: bool = opt(False, "recompute activations in the backward pass (less memory, ~30% "
+                                              "slower)")
+    attn_implementation: str = opt("sdpa", "attention kernel", choices=("sdpa", "eager", "flash_attention_2"))
+    description_tokens: int = opt(192, "stage-1 target: appearance chunks joined up to this many tokens")
+    candidate_tokens: int = opt(128, "stage-2 candidate texts are cut to whole sentences within this many tokens")
+    description_examples: int = opt(1, "description (stage-1) examples per character per epoch")
+    negatives_per_positive: int = opt(1, "stage-2 negatives (another character's appearance) per positive")
+    same_title_negatives: float = opt(1.0, "probability that a negative comes from the same title (when the "
+                                           "title has another character)")
+    personality_negatives: float = opt(0.1, "probability per character of an extra stage-2 negative whose text "
+                                            "is its personality (a text that does not describe the looks)")
+    positive_score: int = opt(9, "stage-2 target score of a positive")
+    negative_score: int = opt(2, "stage-2 target score of a negative")
+    max_length: int = opt(2048, "examples longer than this many tokens are skipped (and counted)")
+    seed: int = opt(42, "seed of example sampling, shuffling and LoRA initialisation")
+    workers: int = opt(2, "data-loading worker processes per training process")
+    log_every: int = opt(10, "write metrics every N optimizer steps")
+    save_every: Optional[int] = opt(None, "write the resume checkpoint last/ every N optimizer steps (default: "
+                                          "at the end of every epoch)")
+    eval_every: Optional[int] = opt(None, "validation loss every N optimizer steps (default: end of each epoch)")
+    max_eval_examples: int = opt(64, "validation loss over at most this many val-split examples")
+    report_to: str = opt("tensorboard", "experiment tracker", choices=("tensorboard", "wandb", "none"))
+    max_bad_steps: int = opt(5, "stop after this many consecutive non-finite losses (each one is skipped)")
+    resume: bool = opt(False, "continue from RUN_DIR/last (weights, optimizer, schedule, RNG, data position)")
+    merge: bool = opt(False, "lora/qlora: also write RUN_DIR/merged, a full checkpoint with the adapter merged")
+
+
+@dataclass
+class JudgeEvalConfig:
+    """Evaluate the judge on test-split pairs: verdict accuracy + ROC-AUC, keyword Recall@K, BLEU/ROUGE, cosine."""
+    data: str = opt(help="dataset root (images are read relative to it)", required=True, exists="dir")
+    split_dir: str = opt(help="output dir of `animatch prepare`", required=True, exists="dir")
+    out: str = opt(help="output dir: judge_eval.json, judge_eval.md, score_hist.png, pairs_<model>.jsonl",
+                   required=True)
+    model: str = opt(DEFAULT_LLAVA, "LLaVA checkpoint: hub id or local dir")
+    adapter: Optional[str] = opt(None, "adapter dir from `animatch judge-train`", exists="dir")
+    baseline: Optional[str] = opt(None, "a second checkpoint evaluated side by side (e.g. the base model)")
+    baseline_adapter: Optional[str] = opt(None, "adapter of the baseline", exists="dir")
+    split: str = opt("test", "which split to evaluate", choices=("train", "val", "test"))
+    groups: int = opt(1, "divide the characters into N groups (negatives drawn within a group); per-group and "
+                         "overall figures")
+    max_items: Optional[int] = opt(None, "evaluate at most this many characters (default: all)")
+    k: int = opt(5, "keyword Recall@K: among the first K keywords of the description")
+    candidate_tokens: int = opt(128, "candidate texts are the reference appearance cut to whole sentences within "
+                                     "this many tokens (as in judge-train)")
+    threshold: float = opt(6, "a score at or above this is a match")
+    batch_size: int = opt(8, "pairs per batched generation")
+    num_beams: int = opt(1, "stage 1 beam search width (1: greedy)")
+    max_description_tokens: int = opt(256, "stage 1: max new tokens of the description")
+    max_analysis_tokens: int = opt(64, "stage 2: max new tokens of the score and analysis")
+    temperature: float = opt(0.3, "stage 2 sampling temperature (0: greedy)")
+    top_p: float = opt(0.9, "stage 2 nucleus sampling top-p")
+    seed: int = opt(0, "seed of the negative sampling, the groups and stage-2 sampling")
+    sentence_model: str = opt("sentence-transformers/all-MiniLM-L6-v2", "sentence-embedding model of the "
+                                                                         "semantic cosine")
+    semantic: bool = opt(True, "compute the semantic cosine (loads the sentence model)")
+    device: Optional[str] = opt(None, "torch device, e.g. cuda:1 (unset: CUDA when available, else CPU)")
+    dtype: Optional[str] = opt(None, "weights dtype (unset: float16 on CUDA, float32 on CPU)",
+                               choices=("float32", "float16", "bfloat16"))
+    load_in_4bit: bool = opt(False, "quantise to 4 bits with bitsandbytes (CUDA only)")
+
+
+# --------------------------------------------------------------------------------------------- audit
+@dataclass
+class AuditConfig:
+    """Find mismatched image-text pairs: CLIP scores every pair, an optional LLaVA judge verifies the flagged ones."""
+    data: str = opt(help="dataset root (images are read relative to it)", required=True, exists="dir")
+    model: str = opt(help="CLIP model: hub id, local dir or a training run's best/", required=True)
+    out: str = opt(help="output dir: audit.jsonl, flagged.html, clean_metadata.jsonl, summary.json, report.md",
+                   required=True)
+    split_dir: Optional[str] = opt(None, "output dir of `animatch prepare`: audit its optimized_metadata.jsonl and "
+                                         "calibrate on its val split (unset: DATA/--metadata, calibrated on all "
+                                         "pairs)", exists="dir")
+    metadata: str = opt("metadata.jsonl", "without --split-dir: the metadata file, relative to --data (or absolute)")
+    threshold: Optional[float] = opt(None, "flag a pair whose fit score (mean of its two cosine z-scores) is below "
+                                           "this (unset: calibrated, see report.md)")
+    sentence_threshold: Optional[float] = opt(None, "a sentence does not fit when its cosine deficit is above this "
+                                                    "(unset: calibrated)")
+    trim_sentences: bool = opt(False, "clean_metadata.jsonl: remove non-fitting sentences instead of dropping whole "
+                                      "pairs (a flagged pair is kept only if its trimmed text passes)")
+    calibration_swaps: int = opt(5, "simulated swaps per calibration pair (texts moved to other images)")
+    min_calibration_pairs: int = opt(20, "calibrate on all pairs when the val split has fewer than this")
+    reference_images: int = opt(4096, "images (a seeded sample) that each sentence is compared against")
+    seed: int = opt(0, "seed of the calibration swaps, the reference sample and the judge's unflagged sample")
+    judge_model: Optional[str] = opt(None, "LLaVA checkpoint (hub id or dir): verify flagged pairs with the "
+                                           "two-stage judge")
+    adapter: Optional[str] = opt(None, "LoRA adapter dir of the judge", exists="dir")
+    judge_threshold: float = opt(6, "a judge score at or above this is a match")
+    judge_sample: int = opt(20, "unflagged pairs (random) also judged, to estimate what CLIP misses")
+    judge_max_pairs: Optional[int] = opt(None, "judge at most this many flagged pairs (the lowest fit first)")
+    judge_clears: bool = opt(True, "a flagged pair the judge scores as a match is no longer flagged")
+    judge_batch_size: int = opt(4, "pairs per batched judge generation")
+    judge_max_description_tokens: int = opt(256, "judge stage 1: max new tokens of the image description")
+    judge_max_analysis_tokens: int = opt(200, "judge stage 2: max new tokens of the score and analysis")
+    batch_size: int = opt(64, "embedding batch size")
+    workers: int = opt(2, "image-decoding worker processes (0: decode in the main process)")
+    device: Optional[str] = opt(None, "torch device, e.g. cuda:1 (unset: the process's accelerator, else CPU)")
+    cache: bool = opt(True, "reuse and store embeddings in --cache-dir")
+    cache_dir: str = opt(DEFAULT_EMBEDDING_CACHE, "embedding cache root (one sub-dir per model)")
+    html_max_items: int = opt(300, "flagged.html shows at most this many pairs per section (all are in audit.jsonl)")
+    thumbnail_size: int = opt(160, "longest side of the thumbnails embedded in flagged.html, in pixels")

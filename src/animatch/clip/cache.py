@@ -118,8 +118,8 @@ class EmbeddingCache:
             index.unlink(missing_ok=True)
             index.with_suffix(".safetensors").unlink(missing_ok=True)
 
-    def get(self, kind: str, keys: list[str]) -> list[torch.Tensor | None]:
-        """The cached embedding of each key, or None; hits are counted in `stats`."""
+    def get(self, kind: str, keys: list[str | None]) -> list[torch.Tensor | None]:
+        """The cached embedding of each key, or None (always for a None key); hits are counted in `stats`."""
         rows = self._rows[kind]
         found = [rows.get(k) for k in keys]
         hits = sum(f is not None for f in found)

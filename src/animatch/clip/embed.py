@@ -86,19 +86,18 @@ def embed_images(model: Any, processor: Any, paths: Sequence[str | Path], *, bat
                  max_pixels: int = DEFAULT_MAX_PIXELS, progress: bool = True,
                  ) -> tuple[torch.Tensor, list[int], list[tuple[str, str]]]:
     """Embed image files. Returns (embeddings of the readable files [N_ok, D], their indices into `paths`,
-    (path, reason) of each unreadable file), in the order of `paths`."""
+    (path, reason) of each unreadable file), in the order of `paths`. `device` (default: the model's)
+    moves the model there; `workers` decoding processes (0: decode in this process)."""
     paths = [str(p) for p in paths]
     device = _model_device(model, device)
+    dtype = next(model.parameters()).dtype
     rows: dict[int, torch.Tensor] = {}
     todo = list(range(len(paths)))
     keys: list[str | None] = []
     if cache is not None:
-        keys = [cache.image_key(p) for p in paths]
-        found = cache.get("image", [k for k in keys if k is not None])
-        hits = iter(found)
+        keys = [cache.image_key(p) for p in paths]  # None for a file that cannot be stat'ed
         todo = []
-        for i, k in enumerate(keys):
-            hit = next(hits) if k is not None else None
+        for i, hit in enumerate(cache.get("image", keys)):
             if hit is None:
                 todo.append(i)
             else:
@@ -117,7 +116,7 @@ def embed_images(model: Any, processor: Any, paths: Sequence[str | Path], *, bat
                 ok = [(todo[j], px) for j, px, _ in batch if px is not None]
                 failures.update((todo[j], reason) for j, px, reason in batch if px is None)
                 if ok:
-                    pixels = torch.stack([px for _, px in ok]).to(device, non_blocking=True)
+                    pixels = torch.stack([px for _, px in ok]).to(device, dtype, non_blocking=True)
                     with _autocast(device):
                         emb = _normalised(_features(model.get_image_features(pixel_values=pixels)))
                     for (i, _), e in zip(ok, emb):
@@ -197,7 +196,8 @@ def embed_pil(model: Any, processor: Any, images: Sequence[Any], *, batch_size: 
     with torch.inference_mode():
         for start in range(0, len(images), batch_size):
             batch = [im.convert("RGB") for im in images[start:start + batch_size]]
-            pixels = processor.image_processor(images=batch, return_tensors="pt")["pixel_values"].to(device)
+            pixels = processor.image_processor(images=batch, return_tensors="pt")["pixel_values"]
+            pixels = pixels.to(device, next(model.parameters()).dtype)
             with _autocast(device):
                 out.append(_normalised(_features(model.get_image_features(pixel_values=pixels))))
     return torch.cat(out)

@@ -1,0 +1,76 @@
+"""The audit's input and clean output: which records are audited, their sentences, trimmed texts.
+
+With `--split-dir` the prepared records (optimized_metadata.jsonl: cleaned texts, chunks, ids, splits) are
+audited; otherwise DATA/--metadata is read record by record (`schema.iter_metadata`: bad lines are counted,
+never fatal), each text cleaned and chunked as `prepare` would, and the id computed the same way. A record's
+sentences are those of `text.split_sentences`, paragraph by paragraph; a trimmed text keeps its paragraphs
+minus the removed sentences. `clean_record` is what goes into clean_metadata.jsonl: the input record as it
+was, or with the trimmed appearance (and re-chunked appearance_chunks for prepared records).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from animatch.config import AuditConfig
+from animatch.data.prepare import record_id
+from animatch.data.schema import iter_metadata, read_jsonl
+from animatch.data.text import appearance_chunks, clean_text, split_sentences
+from animatch.errors import UserError
+
+
+def load_records(cfg: AuditConfig) -> tuple[list[dict], list[dict], str]:
+    """(records to audit, skipped input lines as {"line", "reason"}, a description of the source).
+
+    Every returned record has "id", a cleaned "appearance" and non-empty "appearance_chunks"."""
+    if cfg.split_dir:
+        path = Path(cfg.split_dir) / "optimized_metadata.jsonl"
+        if not path.is_file():
+            raise UserError(f"no optimized_metadata.jsonl in {cfg.split_dir}: is it an `animatch prepare --out` "
+                            "directory?")
+        records, skipped = [], []
+        for n, record in enumerate(read_jsonl(path), start=1):
+            if not (record.get("appearance_chunks") and record.get("file_name")):
+                skipped.append({"line": n, "reason": "no appearance chunks or no file_name"})
+                continue
+            records.append(record)
+        return records, skipped, str(path)
+    path = Path(cfg.data) / cfg.metadata
+    records, skipped = [], []
+    for line_no, record, reason in iter_metadata(path):
+        if record is None:
+            skipped.append({"line": line_no, "reason": reason})
+            continue
+        text = clean_text(record["appearance"])
+        chunks = appearance_chunks(text) if text else []
+        if not chunks:
+            skipped.append({"line": line_no, "reason": "empty appearance after cleaning"})
+            continue
+        records.append({**record, "id": record_id(record["file_name"]), "appearance": text,
+                        "appearance_chunks": chunks, "_raw": record})
+    return records, skipped, str(path)
+
+
+def sentences_of(text: str) -> list[tuple[int, str]]:
+    """(paragraph index, sentence) of every sentence of a cleaned text."""
+    return [(p, s) for p, paragraph in enumerate(text.split("\n")) for s in split_sentences(paragraph)]
+
+
+def trimmed_text(sentences: list[tuple[int, str]], drop: set[int]) -> str:
+    """The text rebuilt from its sentences less those at positions `drop` (empty paragraphs vanish)."""
+    paragraphs: dict[int, list[str]] = {}
+    for k, (p, s) in enumerate(sentences):
+        if k not in drop:
+            paragraphs.setdefault(p, []).append(s)
+    return "\n".join(" ".join(parts) for _, parts in sorted(paragraphs.items()))
+
+
+def clean_record(record: dict, trimmed: str | None) -> dict:
+    """The record as written to clean_metadata.jsonl: unchanged, or with its appearance trimmed."""
+    raw = record.get("_raw")
+    out = dict(raw if raw is not None else record)
+    if trimmed is not None:
+        out["appearance"] = trimmed
+        if raw is None:
+            out["appearance_chunks"] = appearance_chunks(trimmed)
+    return out

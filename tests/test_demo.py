@@ -1,0 +1,26 @@
+"""The CI smoke test of `animatch demo --quick`: every step runs, the report links real artefacts, and
+training clearly improves retrieval."""
+
+import json
+import re
+
+import pytest
+
+from animatch.cli import main
+
+
+@pytest.mark.slow
+def test_quick_demo_runs_end_to_end_and_learns(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    report = (out / "REPORT.md").read_text()
+    for link in re.findall(r"\]\(([^)#]+)\)", report):
+        assert (out / link).exists(), f"REPORT.md links a missing artefact: {link}"
+    before = json.loads((out / "eval_before" / "eval.json").read_text())["model"]["pooled"]
+    after = json.loads((out / "eval_after" / "eval.json").read_text())["model"]["pooled"]
+    n = json.loads((out / "eval_after" / "eval.json").read_text())["model"]["n_characters"]
+    assert after["t2i_R@1"] > max(before["t2i_R@1"] + 0.15, 3 / n)
+    assert after["i2t_R@5"] > before["i2t_R@5"]
+    assert (out / "match" / "matches.csv").is_file()
+    printed = capsys.readouterr().out
+    assert "Before / after training" in printed and "demo finished" in printed
