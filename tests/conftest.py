@@ -112,3 +112,39 @@ def clip_matched_dir(tmp_path_factory, synth_root, clip_tiny_dir) -> Path:
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def synth_index_dir(tmp_path_factory, synth_root, clip_matched_dir) -> Path:
+    """`animatch index` of synth_root with clip_matched_dir (exact search, no embedding cache)."""
+    from animatch.cli import main
+
+    out = tmp_path_factory.mktemp("synth_index") / "index"
+    assert main(["index", "--data", str(synth_root), "--model", str(clip_matched_dir), "--out", str(out),
+                 "--workers", "0", "--no-cache"]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def live_server(synth_index_dir, llava_tiny_dir):
+    """A real `animatch serve` (uvicorn in a thread) on a free loopback port: the synth index, llava-tiny as the
+    judge (few tokens), a 1 MiB upload cap and a judge queue of 2. Yields (base URL, its Services)."""
+    import threading
+    import time
+
+    from animatch.config import ServeConfig
+    from animatch.serve.app import open_server
+
+    cfg = ServeConfig(index=str(synth_index_dir), judge_model=str(llava_tiny_dir), port=0, max_upload_mb=1.0,
+                      judge_queue=2, cascade_k=3, judge_batch_size=2, judge_max_description_tokens=8,
+                      judge_max_analysis_tokens=8)
+    server, sock = open_server(cfg, log_level="warning")
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}", server.config.app.state.services
+    server.should_exit = True
+    thread.join(timeout=15)

@@ -44,8 +44,14 @@ COMMANDS: dict[str, tuple[type, str, str]] = {
     "search": (C.SearchConfig, "animatch.clip.index:run_search", "search an index by text or by image"),
     "judge": (C.JudgeConfig, "animatch.judge.cli:run_judge",
               "LLaVA judge: describe an image, then score an English text against it (1-10)"),
+    "judge-train": (C.JudgeTrainConfig, "animatch.judge.train:run_judge_train",
+                    "fine-tune the LLaVA judge (LoRA, QLoRA or full) on both stages"),
+    "judge-eval": (C.JudgeEvalConfig, "animatch.judge.evaluation:run_judge_eval",
+                   "evaluate the judge: verdict accuracy + ROC-AUC, keyword Recall@K, BLEU/ROUGE, cosine"),
     "audit": (C.AuditConfig, "animatch.audit.run:run_audit",
               "find mismatched image-text pairs: CLIP screen, LLaVA verification, clean metadata"),
+    "serve": (C.ServeConfig, "animatch.serve.app:run_serve",
+              "web app and JSON API: search, match and judge in the browser"),
 }
 
 

@@ -371,3 +371,30 @@ class AuditConfig:
     cache_dir: str = opt(DEFAULT_EMBEDDING_CACHE, "embedding cache root (one sub-dir per model)")
     html_max_items: int = opt(300, "flagged.html shows at most this many pairs per section (all are in audit.jsonl)")
     thumbnail_size: int = opt(160, "longest side of the thumbnails embedded in flagged.html, in pixels")
+
+
+# --------------------------------------------------------------------------------------------- serve
+@dataclass
+class ServeConfig:
+    """Web app + JSON API: search, match and judge in the browser (FastAPI; the API is described at /docs)."""
+    index: str = opt(help="index dir written by `animatch index`", required=True, exists="dir")
+    model: Optional[str] = opt(None, "CLIP model (hub id or dir) instead of the one recorded in the index; it "
+                                     "must give vectors of the index's dimension")
+    judge_model: Optional[str] = opt(None, "LLaVA checkpoint (hub id or dir) of the Judge tab (unset: the tab "
+                                           "explains how to enable it)")
+    adapter: Optional[str] = opt(None, "LoRA adapter dir of the judge (from `animatch judge-train`)", exists="dir")
+    host: str = opt("127.0.0.1", "address to listen on (0.0.0.0 exposes the app to the whole network)")
+    port: int = opt(7860, "port to listen on (0: any free port)")
+    device: Optional[str] = opt(None, "torch device, e.g. cuda:1 (unset: CUDA when available, else CPU)")
+    max_upload_mb: float = opt(10.0, "largest request body in MiB (all uploaded images together); larger: HTTP 413")
+    max_image_pixels: int = opt(89_478_485, "uploaded images above this many pixels are refused (decompression "
+                                            "bombs)")
+    max_k: int = opt(50, "most results one search may ask for")
+    max_match_images: int = opt(16, "most images in one match request")
+    max_candidates: int = opt(200, "most candidate texts and characters in one match request")
+    judge_queue: int = opt(8, "judge requests that may wait behind the running one; more: HTTP 429")
+    cascade_k: int = opt(5, "judge cascade: CLIP candidates re-scored by the judge (the most a request may ask)")
+    judge_batch_size: int = opt(4, "judge cascade: pairs per batched generation (progress is reported per batch)")
+    judge_threshold: float = opt(6, "a judge score at or above this is a match")
+    judge_max_description_tokens: int = opt(256, "judge stage 1: max new tokens of the image description")
+    judge_max_analysis_tokens: int = opt(200, "judge stage 2: max new tokens of the score and analysis")

@@ -55,7 +55,7 @@ class PairStats:
     col_sd: np.ndarray
 
 
-def _mean_sd(total: torch.Tensor, squares: torch.Tensor, own: torch.Tensor, n: int) -> tuple[torch.Tensor, ...]:
+def mean_sd(total: torch.Tensor, squares: torch.Tensor, own: torch.Tensor, n: int) -> tuple[torch.Tensor, ...]:
     """Mean and sd of a row (or column) of n cosines, leaving out the pair's own cosine."""
     mean = (total - own) / (n - 1)
     var = ((squares - own * own) / (n - 1) - mean * mean).clamp_min(0)
@@ -88,8 +88,8 @@ def pair_stats(image_emb: torch.Tensor, text_emb: torch.Tensor, *, block_size: i
         text_rank[start:stop] += (sim > diag[start:stop, None]).sum(1)
         image_rank += (sim > diag[None, :]).sum(0)
     own = diag.to(f64)
-    row_mean, row_sd = _mean_sd(row_sum, row_sq, own, n)
-    col_mean, col_sd = _mean_sd(col_sum, col_sq, own, n)
+    row_mean, row_sd = mean_sd(row_sum, row_sq, own, n)
+    col_mean, col_sd = mean_sd(col_sum, col_sq, own, n)
     z_text, z_image = (own - row_mean) / (row_sd + EPS), (own - col_mean) / (col_sd + EPS)
 
     def np_(t: torch.Tensor) -> np.ndarray:
@@ -108,7 +108,7 @@ def fit_of(cosine: np.ndarray, row_mean: np.ndarray, row_sd: np.ndarray, col_mea
 def swap_fits(stats: PairStats, image_emb: torch.Tensor, text_emb: torch.Tensor, image_idx: np.ndarray,
               text_idx: np.ndarray) -> np.ndarray:
     """Fits of the pairs (image a, text b): what a pair would score if text b had been attached to image a."""
-    cosine = (image_emb[torch.as_tensor(image_idx)] * text_emb[torch.as_tensor(text_idx)]).sum(1).double().numpy()
+    cosine = paired_cosines(image_emb, text_emb, image_idx, text_idx)
     return fit_of(cosine, stats.row_mean[image_idx], stats.row_sd[image_idx], stats.col_mean[text_idx],
                   stats.col_sd[text_idx])
 
@@ -144,11 +144,20 @@ def sentence_tops(sentence_emb: torch.Tensor, reference_emb: torch.Tensor, *, bl
     return torch.cat(tops).double().numpy()
 
 
+def paired_cosines(a: torch.Tensor, b: torch.Tensor, a_idx: np.ndarray, b_idx: np.ndarray,
+                   block_size: int = 65536) -> np.ndarray:
+    """cos(a[a_idx[k]], b[b_idx[k]]) for every k, gathered in blocks (never [len(a_idx), D] at once)."""
+    out = [np.empty(0)]
+    for start in range(0, len(a_idx), block_size):
+        ia, ib = (torch.as_tensor(x[start:start + block_size]) for x in (a_idx, b_idx))
+        out.append((a[ia].float() * b[ib].float()).sum(1).double().numpy())
+    return np.concatenate(out)
+
+
 def deficits(sentence_emb: torch.Tensor, tops: np.ndarray, image_emb: torch.Tensor, sentence_idx: np.ndarray,
              image_idx: np.ndarray) -> np.ndarray:
     """Deficit of sentence s against image i, for each (s, i) of the two index arrays."""
-    own = (sentence_emb[torch.as_tensor(sentence_idx)] * image_emb[torch.as_tensor(image_idx)]).sum(1)
-    return tops[sentence_idx] - own.double().numpy()
+    return tops[sentence_idx] - paired_cosines(sentence_emb, image_emb, sentence_idx, image_idx)
 
 
 def simulated_swaps(indices: np.ndarray, per_pair: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

@@ -36,12 +36,14 @@ from PIL import Image
 from animatch.config import JudgeTrainConfig
 from animatch.data.images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
 from animatch.data.synth_text import DESCRIBED, describe
+from animatch.errors import UserError
 from animatch.evaluate.text import extract_keywords
 from animatch.judge import prompts
 
 IGNORE_INDEX = -100
 PERSONALITY_SCORE = 1
 MAX_CANDIDATE_SENTENCES = 3
+MAX_SUBSTITUTES = 16
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
@@ -240,8 +242,10 @@ class ExampleEncoder:
 
 
 class JudgeExampleDataset(torch.utils.data.Dataset):
-    """Item i of the current epoch's plan, encoded; {"error", "file_name"} when its image fails or it is too
-    long. Call `set_epoch` before iterating an epoch (it redraws the plan)."""
+    """Item i of the current epoch's plan, encoded. When its image fails to load or it is longer than
+    `max_length`, the next items are tried instead (up to MAX_SUBSTITUTES), so a batch is never short; the
+    failures travel with the item in "skipped" to be counted. Call `set_epoch` before each epoch (it redraws
+    the plan)."""
 
     def __init__(self, records: list[dict], root: str | Path, processor: Any, cfg: JudgeTrainConfig, seed: int,
                  max_pixels: int = DEFAULT_MAX_PIXELS):
@@ -256,35 +260,36 @@ class JudgeExampleDataset(torch.utils.data.Dataset):
         return len(self.plan)
 
     def __getitem__(self, i: int) -> dict:
-        spec = self.plan[i]
-        file_name = self.records[spec["record"]]["file_name"]
-        try:
-            image = load_image(self.root / file_name, max_pixels=self.max_pixels)
-        except ImageLoadError as e:
-            return {"error": e.reason, "file_name": file_name}
-        example = self.encoder.encode(image, spec)
-        if len(example["input_ids"]) > self.cfg.max_length:
-            return {"error": "longer than --max-length", "file_name": file_name}
-        return {**example, "kind": spec["kind"]}
+        skipped = []
+        for j in range(i, i + MAX_SUBSTITUTES):
+            spec = self.plan[j % len(self.plan)]
+            file_name = self.records[spec["record"]]["file_name"]
+            try:
+                image = load_image(self.root / file_name, max_pixels=self.max_pixels)
+            except ImageLoadError as e:
+                skipped.append((file_name, e.reason))
+                continue
+            example = self.encoder.encode(image, spec)
+            if len(example["input_ids"]) <= self.cfg.max_length:
+                return {**example, "kind": spec["kind"], "skipped": skipped}
+            skipped.append((file_name, "longer than --max-length"))
+        raise UserError(f"{MAX_SUBSTITUTES} examples in a row could not be used (last: {skipped[-1][0]}: "
+                        f"{skipped[-1][1]}); check the images and --max-length")
 
 
 @dataclass
 class ExampleCollator:
-    """Right-pads a batch (labels -100 and attention 0 on padding); failed items are dropped and reported."""
+    """Right-pads a batch: labels -100 and attention 0 on the padding."""
     pad_token_id: int
 
     def __call__(self, items: list[dict]) -> dict:
-        good = [it for it in items if "error" not in it]
-        skipped = [(it["file_name"], it["error"]) for it in items if "error" in it]
-        if not good:
-            return {"size": 0, "skipped": skipped, "kinds": []}
-        width = max(len(it["input_ids"]) for it in good)
-        input_ids = torch.full((len(good), width), self.pad_token_id, dtype=torch.long)
-        labels = torch.full((len(good), width), IGNORE_INDEX, dtype=torch.long)
-        attention_mask = torch.zeros((len(good), width), dtype=torch.long)
-        for row, it in enumerate(good):
+        width = max(len(it["input_ids"]) for it in items)
+        input_ids = torch.full((len(items), width), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(items), width), IGNORE_INDEX, dtype=torch.long)
+        attention_mask = torch.zeros((len(items), width), dtype=torch.long)
+        for row, it in enumerate(items):
             n = len(it["input_ids"])
             input_ids[row, :n], labels[row, :n], attention_mask[row, :n] = it["input_ids"], it["labels"], 1
         return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels,
-                "pixel_values": torch.stack([it["pixel_values"] for it in good]), "size": len(good),
-                "skipped": skipped, "kinds": [it["kind"] for it in good]}
+                "pixel_values": torch.stack([it["pixel_values"] for it in items]), "size": len(items),
+                "skipped": [s for it in items for s in it["skipped"]], "kinds": [it["kind"] for it in items]}

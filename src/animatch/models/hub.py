@@ -102,10 +102,11 @@ def load_clip(model: str, device: str | torch.device | None = None, dtype: str |
 
 def load_llava(model: str, *, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
                load_in_4bit: bool = False, attn_implementation: str | None = "sdpa",
-               low_cpu_mem_usage: bool = True):
+               low_cpu_mem_usage: bool = True, skip_quantization: list[str] | None = None):
     """(LlavaForConditionalGeneration in eval mode, its processor) from a Hub id or checkpoint dir.
 
-    `load_in_4bit` quantises with bitsandbytes (NF4, compute in `dtype` or float16) and needs CUDA.
+    `load_in_4bit` quantises with bitsandbytes (NF4, compute in `dtype` or float16) and needs CUDA;
+    `skip_quantization` names modules kept unquantised (QLoRA training keeps the projector trainable).
     `low_cpu_mem_usage` is kept for callers written against transformers 4; version 5 always loads lazily.
     """
     from transformers import AutoProcessor, LlavaForConditionalGeneration
@@ -125,7 +126,8 @@ def load_llava(model: str, *, device: str | torch.device | None = None, dtype: s
             raise UserError("4-bit loading needs bitsandbytes: pip install 'animatch[quant]'") from None
         compute = kwargs["dtype"] if isinstance(kwargs["dtype"], torch.dtype) else torch.float16
         kwargs.update(dtype=compute, device_map={"": dev.index or 0}, quantization_config=BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute))
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute,
+            llm_int8_skip_modules=skip_quantization))
     llava = _load("LLaVA model", source, LlavaForConditionalGeneration.from_pretrained, **kwargs)
     if not load_in_4bit:
         llava = llava.to(dev)

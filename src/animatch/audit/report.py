@@ -1,12 +1,12 @@
-"""flagged.html: one static, self-contained page to review an audit in a browser.
+"""The audit's human outputs: report.md (numbers, rules, worst pairs) and flagged.html (a page to review it).
 
-Sections: the flagged pairs (lowest fit first), the pairs kept whose texts hold non-fitting sentences
-(largest deficit first), and the unreadable images. Each pair is an `<article class="pair" id="pair-<id>">`
-with a small JPEG thumbnail embedded as base64 (the page works when moved or mailed), the character, title
-and file, its scores (and the judge's verdict), and the appearance text with each sentence's cosine and
-deficit on hover; non-fitting sentences are highlighted and the worst one is outlined. Every text from the
-data goes through `html.escape`, so a description holding markup is shown, never run.
-"""
+flagged.html is one static, self-contained page. Sections: the flagged pairs (lowest fit first), the pairs
+kept whose texts hold non-fitting sentences (largest deficit first), and the unreadable images. Each pair is
+an `<article class="pair" id="pair-<id>">` with a small JPEG thumbnail embedded as base64 (the page works
+when moved or mailed), the character, title and file, its scores (and the judge's verdict), and the
+appearance text with each sentence's cosine and deficit on hover; non-fitting sentences are highlighted and
+the worst one is outlined. Every text from the data goes through `html.escape`, so a description holding
+markup is shown, never run."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from html import escape
 from pathlib import Path
 
 from animatch.data.images import ImageLoadError, load_image
-from animatch.runs import atomic_write_text
+from animatch.runs import atomic_write_text, markdown_table
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5em;max-width:1100px;color:#222}
@@ -28,6 +28,7 @@ table.scores td,table.scores th{border:1px solid #ddd;padding:2px 6px;text-align
 p.text{line-height:1.5} mark.bad{background:#ffd4d4} .worst{outline:2px solid #c00}
 .judge{font-size:.9em;color:#333;background:#f5f5ff;padding:.3em .5em}
 """
+SHOWN = 20
 SCORE_COLUMNS = (("fit", "fit"), ("cosine", "cosine"), ("text rank", "text_rank"), ("image rank", "image_rank"),
                  ("title z", "title_z"), ("z text", "z_text"), ("z image", "z_image"))
 
@@ -115,3 +116,52 @@ def write_flagged_html(path: str | Path, rows: list[dict], root: str | Path, sum
             + f'<section id="unreadable"><h2>Unreadable images ({len(unreadable)})</h2><ul>{failures}</ul></section>'
             + "</body></html>\n")
     atomic_write_text(path, page)
+
+def _threshold_line(name: str, t: dict, direction: str) -> str:
+    line = f"- {name}: {t['value']:.4f} ({direction}; {t['how']}"
+    if "youden_j" in t:
+        line += (f": {t['calibration_pairs']} pairs vs {t['simulated_swaps']} simulated swaps, Youden J "
+                 f"{t['youden_j']:.3f}, TPR {t['tpr']:.3f}, FPR {t['fpr']:.3f}")
+    return line + ")"
+
+
+def report_markdown(summary: dict, rows: list[dict]) -> str:
+    """The human report of an audit (summary.json holds the same numbers)."""
+    a = summary["actions"]
+    lines = ["# animatch audit", "",
+             f"{summary['pairs_scored']} of {summary['pairs']} pairs of `{summary['source']}` scored with "
+             f"`{summary['model']}`; {len(summary['image_failures'])} unreadable images, "
+             f"{len(summary['records_skipped'])} input lines skipped.", "",
+             "## Rules", "",
+             "- fit = mean of the pair's cosine z-scores against its image's cosines to all other texts and its "
+             "text's cosines to all other images; a pair is flagged when fit is below the pair threshold.",
+             "- A sentence does not fit when its deficit (mean cosine of the sentence with its best-fitting "
+             "images minus its cosine with the pair's image) is above the sentence threshold.",
+             "- Calibration: Youden's J between the calibration pairs as they are and simulated swaps (texts of "
+             "other calibration pairs); for sentences, their own sentences vs sentences of other pairs.",
+             _threshold_line("pair threshold", summary["threshold"], "flag when fit is below"),
+             _threshold_line("sentence threshold", summary["sentence_threshold"], "misfit when deficit is above"),
+             "", "## Result", "",
+             f"- flagged by CLIP: {summary['flagged_by_clip']}; flagged after the judge: {summary['flagged']}",
+             f"- non-fitting sentences: {summary['nonfitting_sentences']} of {summary['sentences']}, in "
+             f"{summary['pairs_with_nonfitting_sentences']} pairs",
+             f"- clean_metadata.jsonl: {summary['clean_records']} records ({a['keep']} kept, {a['trim']} trimmed, "
+             f"{a['drop']} dropped{'; --trim-sentences' if summary['trim_sentences'] else ''})",
+             "- fit quantiles: " + ", ".join(f"{k} {v}" for k, v in summary["fit_quantiles"].items())]
+    j = summary["judge"]
+    if j:
+        lines += [f"- judge: {j['judged_flagged']} flagged pairs judged ({j['confirmed']} confirmed as mismatches, "
+                  f"{j['cleared']} cleared), {j['judged_sample']} unflagged pairs sampled ("
+                  f"{j['sample_judged_mismatch']} judged mismatched); {j['errors']} errors, {j['unparsed']} "
+                  "unparsed"]
+    if summary["warnings"]:
+        lines += ["", "## Warnings", ""] + [f"- {w}" for w in summary["warnings"]]
+    flagged = sorted((r for r in rows if r.get("flag")), key=lambda r: r["fit"])[:SHOWN]
+    if flagged:
+        table = [{"character": r["character"], "title": r["title"], "fit": r["fit"], "cosine": r["cosine"],
+                  "text rank": r["text_rank"], "image rank": r["image_rank"], "action": r["action"]} for r in flagged]
+        lines += ["", f"## Lowest-fit flagged pairs (first {len(flagged)}; all in flagged.html)", "",
+                  markdown_table(table, floatfmt=".3f")]
+    if summary["image_failures"]:
+        lines += ["", "## Unreadable images", "", markdown_table(summary["image_failures"][:SHOWN])]
+    return "\n".join(lines)

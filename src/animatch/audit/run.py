@@ -1,0 +1,248 @@
+"""`animatch audit`: score every image-text pair with CLIP, flag the mismatched ones, verify them with the judge.
+
+Images are embedded as `match` embeds them (cached; under `accelerate launch` sharded across processes and
+gathered); texts, scores, the judge and all outputs are the main process's. Per pair: cosine, ranks, z-scores,
+fit, title_z, chunk cosines and per-sentence cosine and deficit; the flag and sentence rules and how their
+thresholds are calibrated are in `animatch.audit.scoring`. Actions for clean_metadata.jsonl: "drop" for an
+unreadable image or a flagged pair, else "keep". With --trim-sentences a pair whose text holds non-fitting
+sentences is "trim"med (those sentences removed) instead, or dropped when none of its sentences fits; a
+flagged pair is trimmed only when its trimmed text keeps more than half of its sentences and passes the pair
+rule. Outputs: audit.jsonl, flagged.html, clean_metadata.jsonl, summary.json, report.md, config.yaml.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from animatch.audit import scoring
+from animatch.audit.cascade import run_cascade, select_for_judge
+from animatch.audit.records import clean_record, load_records, sentences_of, trimmed_text
+from animatch.audit.report import report_markdown, write_flagged_html
+from animatch.config import AuditConfig
+from animatch.errors import UserError
+from animatch.runs import atomic_write_text, write_run_files
+
+DECIMALS = 5
+MIN_REFERENCE = 10
+TRIM_BLOCK = 1024
+WEAK_J = 0.5  # below this calibrated Youden J, the summary warns that the model cannot be trusted
+
+
+def _check(cfg: AuditConfig) -> None:
+    if cfg.calibration_swaps < 1 or cfg.reference_images < MIN_REFERENCE or cfg.judge_batch_size < 1:
+        raise UserError(f"--calibration-swaps and --judge-batch-size must be >= 1, --reference-images >= "
+                        f"{MIN_REFERENCE}")
+    if cfg.judge_sample < 0 or (cfg.judge_max_pairs is not None and cfg.judge_max_pairs < 0):
+        raise UserError("--judge-sample and --judge-max-pairs must not be negative")
+
+
+def _r(x: float) -> float | None:
+    return None if x is None or not np.isfinite(x) else round(float(x), DECIMALS)
+
+
+def _calibrate(cfg: AuditConfig, stats: scoring.PairStats, image_emb: torch.Tensor, text_emb: torch.Tensor,
+               sent_emb: torch.Tensor, tops: np.ndarray, deficit: np.ndarray, starts: np.ndarray,
+               counts: np.ndarray, cal: np.ndarray, cal_name: str) -> tuple[dict, dict]:
+    """(pair threshold, sentence threshold), each given or calibrated on the pairs `cal` (see scoring)."""
+    rng = np.random.default_rng(cfg.seed)
+    img_idx, txt_idx = scoring.simulated_swaps(cal, cfg.calibration_swaps, rng)
+    about = {"calibration_set": cal_name, "calibration_pairs": len(cal), "simulated_swaps": len(img_idx)}
+    if cfg.threshold is not None:
+        pair = {"value": cfg.threshold, "how": "given"}
+    else:
+        pair = {**scoring.youden_threshold(stats.fit[cal], scoring.swap_fits(stats, image_emb, text_emb, img_idx,
+                                                                               txt_idx)),
+                "how": f"calibrated on {cal_name}", **about}
+    if cfg.sentence_threshold is not None:
+        sentence = {"value": cfg.sentence_threshold, "how": "given"}
+    else:
+        has = counts[txt_idx] > 0
+        alien = starts[txt_idx[has]] + (rng.random(int(has.sum())) * counts[txt_idx[has]]).astype(np.int64)
+        alien_deficit = scoring.deficits(sent_emb, tops, image_emb, alien, img_idx[has])
+        own = deficit[np.concatenate([np.arange(starts[i], starts[i] + counts[i]) for i in cal])]
+        found = scoring.youden_threshold(-own, -alien_deficit)  # flagged: deficit above the threshold
+        sentence = {**found, "value": -found["value"], "how": f"calibrated on {cal_name}", **about}
+    return pair, sentence
+
+
+def _trim_rescore(model: Any, processor: Any, cache: Any, image_emb: torch.Tensor, stats: scoring.PairStats,
+                  indices: list[int], texts: list[str]) -> np.ndarray:
+    """Fit scores of the pairs `indices` with their texts replaced by `texts`."""
+    from animatch.clip.embed import embed_chunked
+    from animatch.data.text import appearance_chunks
+
+    if not indices:
+        return np.empty(0)
+    emb = embed_chunked(model, processor, [appearance_chunks(t) for t in texts], cache=cache)
+    fits = []
+    n = image_emb.shape[0]
+    for start in range(0, len(indices), TRIM_BLOCK):
+        idx = indices[start:start + TRIM_BLOCK]
+        sims = (image_emb.float() @ emb[start:start + TRIM_BLOCK].float().T).double()  # [n, block]
+        own = sims[torch.tensor(idx), torch.arange(len(idx))]
+        mean, sd = scoring.mean_sd(sims.sum(0), (sims * sims).sum(0), own, n)
+        fits.append(scoring.fit_of(own.numpy(), stats.row_mean[idx], stats.row_sd[idx], mean.numpy(), sd.numpy()))
+    return np.concatenate(fits)
+
+
+def run_audit(cfg: AuditConfig, judge: Any = None) -> int:
+    """Run the audit; `judge` (an object with `analyze_batch`) replaces the one --judge-model would load."""
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    from animatch.clip.cache import EmbeddingCache
+    from animatch.clip.embed import embed_texts
+    from animatch.clip.match import _embed_sharded
+    from animatch.data.prepare import title_key
+    from animatch.models.hub import load_clip
+
+    _check(cfg)
+    records, skipped, source = load_records(cfg)
+    if len(records) < 2:
+        raise UserError(f"need at least 2 records with an appearance text to audit, {source} has {len(records)}")
+    # Without cpu=True, accelerate ignores a CPU multi-process launch (ACCELERATE_USE_CPU) and runs N copies.
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available()
+                         or str(cfg.device).startswith("cpu"))
+    started = time.perf_counter()
+    model, processor = load_clip(cfg.model, device=cfg.device or state.device)
+    cache = EmbeddingCache(Path(cfg.cache_dir).expanduser(), model, processor) if cfg.cache else None
+    root = Path(cfg.data)
+    image_emb, ok, failures, cache_stats = _embed_sharded(cfg, model, processor, [root / r["file_name"]
+                                                                                  for r in records], cache, state)
+    if not state.is_main_process:
+        return 0
+    if len(ok) < 2:
+        raise UserError(f"only {len(ok)} of {len(records)} images could be read; need at least 2")
+    device = next(model.parameters()).device
+    scored = [records[i] for i in ok]
+    sentences = [sentences_of(r["appearance"]) for r in scored]
+    counts = np.array([len(s) for s in sentences], dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    flat_chunks = [c for r in scored for c in r["appearance_chunks"]]
+    emb = embed_texts(model, processor, flat_chunks + [s for ss in sentences for _, s in ss],
+                      batch_size=max(cfg.batch_size, 256), cache=cache, progress=True)
+    chunk_emb, sent_emb = emb[:len(flat_chunks)], emb[len(flat_chunks):]
+    chunk_owner = torch.tensor([i for i, r in enumerate(scored) for _ in r["appearance_chunks"]])
+    text_emb = F.normalize(torch.zeros_like(image_emb).index_add_(0, chunk_owner, chunk_emb), dim=-1)
+    sent_owner = np.repeat(np.arange(len(scored)), counts)
+
+    n = len(scored)
+    stats = scoring.pair_stats(image_emb, text_emb, device=device)
+    title_z = scoring.title_z(image_emb, text_emb, [title_key(str(r.get("title", ""))) for r in scored])
+    chunk_cos = scoring.paired_cosines(chunk_emb, image_emb, np.arange(len(flat_chunks)), chunk_owner.numpy())
+    rng = np.random.default_rng(cfg.seed + 1)
+    reference = np.arange(n) if n <= cfg.reference_images else np.sort(rng.choice(n, cfg.reference_images,
+                                                                                   replace=False))
+    tops = scoring.sentence_tops(sent_emb, image_emb[torch.as_tensor(reference)], device=device)
+    deficit = scoring.deficits(sent_emb, tops, image_emb, np.arange(len(sent_owner)), sent_owner)
+    val = np.array([i for i, r in enumerate(scored) if r.get("split") == "val"], dtype=np.int64)
+    use_val = cfg.split_dir is not None and len(val) >= cfg.min_calibration_pairs
+    cal_name = "the val split" if use_val else (f"all pairs (val has {len(val)} < {cfg.min_calibration_pairs})"
+                                                if cfg.split_dir else "all pairs (no --split-dir)")
+    pair_t, sent_t = _calibrate(cfg, stats, image_emb, text_emb, sent_emb, tops, deficit, starts, counts,
+                                val if use_val else np.arange(n), cal_name)
+    warnings = [f"the {name} threshold was calibrated with Youden J {t['youden_j']:.2f} < {WEAK_J}: the model "
+                "tells simulated swaps from the pairs poorly, so its flags are unreliable (train it on this data?)"
+                for name, t in (("pair", pair_t), ("sentence", sent_t)) if t.get("youden_j", 1.0) < WEAK_J]
+    clip_flag = stats.fit < pair_t["value"]
+    sentence_fits = deficit <= sent_t["value"]
+
+    chunk_starts = np.concatenate([[0], np.cumsum([len(r["appearance_chunks"]) for r in scored])])
+    rows: list[dict] = []
+    for i, r in enumerate(scored):
+        s0, c = starts[i], counts[i]
+        sents = [{"paragraph": p, "text": t, "cosine": _r(tops[s0 + k] - deficit[s0 + k]),
+                  "deficit": _r(deficit[s0 + k]), "fits": bool(sentence_fits[s0 + k])}
+                 for k, (p, t) in enumerate(sentences[i])]
+        rows.append({"id": r["id"], "file_name": r["file_name"], "character": r.get("character"),
+                     "title": r.get("title"), "split": r.get("split"), "status": "ok", "error": None,
+                     "cosine": _r(stats.cosine[i]), "fit": _r(stats.fit[i]), "z_text": _r(stats.z_text[i]),
+                     "z_image": _r(stats.z_image[i]), "text_rank": int(stats.text_rank[i]),
+                     "image_rank": int(stats.image_rank[i]), "title_z": _r(title_z[i]),
+                     "chunk_cosines": [_r(x) for x in chunk_cos[chunk_starts[i]:chunk_starts[i + 1]]],
+                     "sentences": sents,
+                     "nonfitting_sentences": int(c - sentence_fits[s0:s0 + c].sum()),
+                     "clip_flag": bool(clip_flag[i]), "flag": bool(clip_flag[i]), "judge": None})
+
+    # --trim-sentences: a text less its non-fitting sentences (if any is left). A flagged pair is kept trimmed
+    # only when it keeps more than half of its sentences (else it describes someone else) and passes the rule.
+    trims: dict[int, str] = {}
+    if cfg.trim_sentences:
+        for i, row in enumerate(rows):
+            drop = {k for k, s in enumerate(row["sentences"]) if not s["fits"]}
+            if 0 < len(drop) < len(row["sentences"]):
+                trims[i] = trimmed_text(sentences[i], drop)
+        rescore = [i for i in trims if rows[i]["flag"] and 2 * rows[i]["nonfitting_sentences"] < counts[i]]
+        for i, fit in zip(rescore, _trim_rescore(model, processor, cache, image_emb, stats, rescore,
+                                                 [trims[i] for i in rescore])):
+            rows[i]["trimmed_fit"] = _r(fit)
+
+    judge_summary = None
+    if judge is not None or cfg.judge_model:
+        if judge is None:
+            from animatch.judge.judge import Judge
+
+            judge = Judge(cfg.judge_model, cfg.adapter, device=cfg.device, threshold=cfg.judge_threshold,
+                          max_description_tokens=cfg.judge_max_description_tokens,
+                          max_analysis_tokens=cfg.judge_max_analysis_tokens, seed=cfg.seed)
+        flagged_idx, sampled_idx = select_for_judge(stats.fit, clip_flag, max_flagged=cfg.judge_max_pairs,
+                                                    sample=cfg.judge_sample, rng=np.random.default_rng(cfg.seed))
+        pairs = [(str(root / r["file_name"]), r["appearance"]) for r in scored]
+        judge_summary = run_cascade(judge, rows, pairs, flagged_idx, sampled_idx, batch_size=cfg.judge_batch_size,
+                                    clears=cfg.judge_clears)
+
+    for i, row in enumerate(rows):
+        trimmed = trims.get(i)
+        if row["flag"]:
+            passes = row.get("trimmed_fit") is not None and row["trimmed_fit"] >= pair_t["value"]
+        else:
+            passes = trimmed is not None or not (cfg.trim_sentences and row["nonfitting_sentences"])
+        row["action"] = ("trim" if trimmed is not None else "keep") if passes else "drop"
+        if row["action"] == "trim":
+            row["trimmed_appearance"] = trimmed
+    by_record = dict(zip(ok, rows))
+    failed = {str(p): reason for p, reason in failures}
+    all_rows = [by_record.get(k) or {
+        "id": r["id"], "file_name": r["file_name"], "character": r.get("character"), "title": r.get("title"),
+        "split": r.get("split"), "status": "image_error", "error": failed.get(str(root / r["file_name"]),
+                                                                               "unreadable"),
+        "flag": None, "action": "drop"} for k, r in enumerate(records)]
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "audit.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in all_rows))
+    clean = [clean_record(rec, row.get("trimmed_appearance")) for rec, row in zip(records, all_rows)
+             if row["action"] != "drop"]
+    atomic_write_text(out / "clean_metadata.jsonl",
+                      "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in clean))
+    if cache is not None:
+        cache_stats["texts_embedded"], cache_stats["texts_cached"] = cache.stats.texts_embedded, \
+            cache.stats.texts_cached
+    actions = {a: sum(r["action"] == a for r in all_rows) for a in ("keep", "trim", "drop")}
+    summary = {
+        "model": cfg.model, "source": source, "pairs": len(records), "pairs_scored": n,
+        "records_skipped": skipped, "image_failures": [{"file_name": r["file_name"], "reason": r["error"]}
+                                                       for r in all_rows if r["status"] != "ok"],
+        "threshold": pair_t, "sentence_threshold": sent_t, "flagged_by_clip": int(clip_flag.sum()),
+        "flagged": sum(bool(r["flag"]) for r in rows), "sentences": int(len(sent_owner)),
+        "nonfitting_sentences": int((~sentence_fits).sum()),
+        "pairs_with_nonfitting_sentences": sum(r["nonfitting_sentences"] > 0 for r in rows),
+        "actions": actions, "clean_records": len(clean), "trim_sentences": cfg.trim_sentences,
+        "fit_quantiles": {f"p{q:02d}": _r(np.percentile(stats.fit, q)) for q in (1, 5, 25, 50, 75, 95)},
+        "judge": judge_summary, "warnings": warnings, "cache": cache_stats, "processes": state.num_processes,
+        "seconds": round(time.perf_counter() - started, 2)}
+    write_flagged_html(out / "flagged.html", all_rows, root, summary, max_items=cfg.html_max_items,
+                       thumbnail_size=cfg.thumbnail_size)
+    write_run_files(out, cfg, summary, report_markdown(summary, all_rows), metrics_name="summary.json")
+    for warning in warnings:
+        print(f"audit: warning: {warning}")
+    print(f"audit: {n} pairs scored, {summary['flagged']} flagged, {actions['drop']} dropped, {actions['trim']} "
+          f"trimmed -> {out}")
+    return 0

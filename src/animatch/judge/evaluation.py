@@ -1,0 +1,233 @@
+"""`animatch judge-eval`: the reference project's four measures of the two-stage judge, on split pairs.
+
+Pairs: each character of the split is one positive (its image, its own appearance) and one negative (its
+image, another character's appearance, from the same title when its group has one): balanced. Texts are the
+appearance cut to whole sentences within `candidate_tokens` tokens, as `judge-train` makes candidates. With
+`--groups N` the characters are shuffled (seeded) into N groups and negatives are drawn inside a group (the
+reference "divided the dataset and reference texts into multiple groups"); every figure is given per group
+and overall (pooled over all pairs). Measures, each from `Judge.analyze_batch` results:
+1. verdict accuracy (score >= threshold against the truth; an unparsed or failed pair counts as wrong),
+   ROC-AUC of the raw score over the pairs that have one (`evaluate.classification`), unparsed rate;
+2. keyword Recall@K of the stage-1 description against the reference appearance (`evaluate.text`), next to
+   the blind-guess baseline: another character's reference appearance in place of the description, averaged
+   over the other characters of the group (at most BLIND_SAMPLE of them);
+3. BLEU-4 (corpus) and ROUGE-L F1 (mean) of the descriptions against the references;
+4. mean semantic cosine of description and reference (sentence-transformers).
+Description measures take one description per image (its positive pair's). Writes judge_eval.json,
+judge_eval.md, score_hist.png (positives vs negatives) and pairs_<role>.jsonl; `--baseline` adds a second
+model side by side.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import statistics
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+from tqdm import tqdm
+
+from animatch.config import JudgeEvalConfig
+from animatch.data.schema import load_split
+from animatch.errors import UserError
+from animatch.evaluate.classification import roc_auc, threshold_accuracy
+from animatch.evaluate.text import bleu, keyword_recall_at_k, rouge_l_scores, semantic_cosine
+from animatch.judge.data import join_within, split_sentences
+from animatch.judge.judge import Judge
+from animatch.runs import atomic_write_text, markdown_table, write_json, write_run_files
+
+BLIND_SAMPLE = 50
+
+
+def build_pairs(records: list[dict], groups: int, seed: int) -> list[dict]:
+    """Balanced pairs {"group", "record", "text_of", "label"}: a positive and a negative per character."""
+    if len(records) < 2 * groups:
+        raise UserError(f"{len(records)} characters cannot make {groups} group(s) of at least 2 (a negative "
+                        "needs another character): lower --groups or raise --max-items")
+    rng = random.Random(seed)
+    order = list(range(len(records)))
+    rng.shuffle(order)
+    pairs = []
+    for g in range(groups):
+        members = sorted(order[g::groups])
+        by_title = defaultdict(list)
+        for i in members:
+            by_title[records[i]["title"]].append(i)
+        for i in members:
+            same = [j for j in by_title[records[i]["title"]] if j != i]
+            other = rng.choice(same or [j for j in members if j != i])
+            pairs += [{"group": g, "record": i, "text_of": i, "label": True},
+                      {"group": g, "record": i, "text_of": other, "label": False}]
+    return pairs
+
+
+def blind_guess(records: list[dict], pairs: list[dict], k: int, seed: int) -> dict[int, float]:
+    """Per character: mean keyword Recall@K of other characters' references (of its group) against its own."""
+    rng = random.Random(seed)
+    members = defaultdict(list)
+    for p in pairs:
+        if p["label"]:
+            members[p["group"]].append(p["record"])
+    blind = {}
+    for group in members.values():
+        for i in group:
+            others = [j for j in group if j != i]
+            others = rng.sample(others, min(BLIND_SAMPLE, len(others)))
+            scores = [keyword_recall_at_k(records[j]["appearance"], records[i]["appearance"], k) for j in others]
+            scores = [s for s in scores if s is not None]
+            if scores:
+                blind[i] = sum(scores) / len(scores)
+    return blind
+
+
+def judge_pairs(judge: Judge, pairs: list[dict], records: list[dict], texts: dict[int, str], root: Path,
+                batch_size: int, desc: str) -> list[dict]:
+    outputs = []
+    for first in tqdm(range(0, len(pairs), batch_size), desc=desc, unit="batch"):
+        batch = pairs[first:first + batch_size]
+        outputs += judge.analyze_batch([(root / records[p["record"]]["file_name"], texts[p["text_of"]])
+                                        for p in batch])
+    return outputs
+
+
+def _mean(values: list[float]) -> float | None:
+    return math.fsum(values) / len(values) if values else None
+
+
+def figures(pairs: list[dict], outputs: list[dict], per_record: dict[int, dict], blind: dict[int, float],
+            threshold: float) -> dict:
+    """The four measures over `pairs` (and their outputs); `per_record` holds each description's scores."""
+    labels = [p["label"] for p in pairs]
+    scores = [o["score"] for o in outputs]
+    scored = [(s, y) for s, y in zip(scores, labels) if s is not None]
+    described = [p["record"] for p in pairs if p["label"] and p["record"] in per_record]
+    rows = [per_record[i] for i in described]
+    recalls = [r["recall"] for r in rows if r["recall"] is not None]
+    blinds = [blind[i] for i in described if i in blind and per_record[i]["recall"] is not None]
+    return {
+        "pairs": len(pairs), "positives": sum(labels),
+        "accuracy": threshold_accuracy(scores, labels, threshold),
+        "roc_auc": roc_auc([s for s, _ in scored], [y for _, y in scored]) if scored else None,
+        "unparsed_rate": sum(o["status"] == "unparsed" for o in outputs) / len(pairs),
+        "error_rate": sum(o["status"] == "error" for o in outputs) / len(pairs),
+        "mean_score_positive": _mean([s for s, y in scored if y]),
+        "mean_score_negative": _mean([s for s, y in scored if not y]),
+        "descriptions": len(rows), "keyword_recall": _mean(recalls), "blind_guess_recall": _mean(blinds),
+        "bleu": bleu([r["description"] for r in rows], [r["reference"] for r in rows]) if rows else None,
+        "rouge_l": _mean([r["rouge_l"] for r in rows]),
+        "semantic_cosine": _mean([r["cosine"] for r in rows if r["cosine"] is not None]),
+    }
+
+
+def evaluate(judge: Judge, role: str, pairs: list[dict], records: list[dict], texts: dict[int, str],
+             blind: dict[int, float], cfg: JudgeEvalConfig) -> tuple[dict, list[dict]]:
+    """(overall and per-group figures, per-pair rows) of one judge."""
+    start = time.perf_counter()
+    outputs = judge_pairs(judge, pairs, records, texts, Path(cfg.data), cfg.batch_size, f"judge-eval {role}")
+    per_record = {p["record"]: {"description": o["description"], "reference": records[p["record"]]["appearance"]}
+                  for p, o in zip(pairs, outputs) if p["label"] and o["description"] is not None}
+    hyps = [r["description"] for r in per_record.values()]
+    refs = [r["reference"] for r in per_record.values()]
+    cosines = semantic_cosine(hyps, refs, model_name=cfg.sentence_model) if cfg.semantic else [None] * len(hyps)
+    for r, rouge, cosine in zip(per_record.values(), rouge_l_scores(hyps, refs), cosines):
+        r.update(rouge_l=rouge, cosine=cosine, recall=keyword_recall_at_k(r["description"], r["reference"], cfg.k))
+    result = {"model": judge_name(cfg, role), "seconds": round(time.perf_counter() - start, 1),
+              "overall": figures(pairs, outputs, per_record, blind, cfg.threshold), "groups": []}
+    if cfg.groups > 1:
+        for g in range(cfg.groups):
+            index = [n for n, p in enumerate(pairs) if p["group"] == g]
+            result["groups"].append(figures([pairs[n] for n in index], [outputs[n] for n in index], per_record,
+                                            blind, cfg.threshold))
+        accuracies = [g["accuracy"] for g in result["groups"]]
+        result["overall"]["group_accuracy_std"] = statistics.pstdev(accuracies)
+    rows = [{"group": p["group"], "id": records[p["record"]].get("id"), "character": records[p["record"]]["character"],
+             "text_of": records[p["text_of"]]["character"], "label": p["label"], "text": texts[p["text_of"]],
+             **{k: o[k] for k in ("score", "match", "status", "error", "description", "analysis", "raw")}}
+            for p, o in zip(pairs, outputs)]
+    return result, rows
+
+
+def judge_name(cfg: JudgeEvalConfig, role: str) -> str:
+    model, adapter = (cfg.model, cfg.adapter) if role == "model" else (cfg.baseline, cfg.baseline_adapter)
+    return model + (f" + {adapter}" if adapter else "")
+
+
+def _plot(rows_by_role: dict[str, list[dict]], out: Path) -> None:
+    fig, axes = plt.subplots(1, len(rows_by_role), figsize=(5 * len(rows_by_role), 3.5), squeeze=False)
+    bins = [s + 0.5 for s in range(11)]
+    for ax, (role, rows) in zip(axes[0], rows_by_role.items()):
+        for label, name in ((False, "negatives"), (True, "positives")):
+            ax.hist([r["score"] for r in rows if r["label"] == label and r["score"] is not None], bins=bins,
+                    alpha=0.6, label=name)
+        unparsed = sum(r["score"] is None for r in rows)
+        ax.set(title=f"{role} ({unparsed} without a score)", xlabel="score", ylabel="pairs", xticks=range(1, 11))
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "score_hist.png", dpi=100)
+    plt.close(fig)
+
+
+SUMMARY = [("accuracy", "accuracy"), ("roc_auc", "ROC-AUC"), ("unparsed_rate", "unparsed"),
+           ("keyword_recall", "Recall@K"), ("blind_guess_recall", "blind guess"), ("bleu", "BLEU-4"),
+           ("rouge_l", "ROUGE-L"), ("semantic_cosine", "cosine"), ("mean_score_positive", "mean score +"),
+           ("mean_score_negative", "mean score -")]
+
+
+def report(cfg: JudgeEvalConfig, results: dict, n_characters: int) -> str:
+    head = {"accuracy": f"accuracy (>= {cfg.threshold:g})", "keyword_recall": f"Recall@{cfg.k}"}
+    rows = [{"model": role, **{head.get(k, name): m["overall"][k] for k, name in SUMMARY}}
+            for role, m in results.items()]
+    lines = [f"# animatch judge-eval ({cfg.split} split, {n_characters} characters, "
+             f"{results['model']['overall']['pairs']} balanced pairs)", ""]
+    lines += [f"- {role}: `{m['model']}` ({m['seconds']:.0f} s)" for role, m in results.items()]
+    lines += ["", markdown_table(rows, floatfmt=".3f"), "",
+              "Unparsed or failed pairs count as wrong verdicts; ROC-AUC is over the pairs with a score. The blind "
+              "guess is another character's reference appearance in place of the description.", ""]
+    for role, m in results.items():
+        if m["groups"]:
+            groups = [{"group": g, **{head.get(k, name): f[k] for k, name in SUMMARY[:5]}}
+                      for g, f in enumerate(m["groups"])]
+            lines += [f"## {role}: per group (accuracy std {m['overall']['group_accuracy_std']:.3f})", "",
+                      markdown_table(groups, floatfmt=".3f"), ""]
+    lines.append("![scores](score_hist.png)")
+    return "\n".join(lines)
+
+
+def run_judge_eval(cfg: JudgeEvalConfig) -> int:
+    if cfg.groups < 1 or cfg.k < 1 or cfg.batch_size < 1 or cfg.candidate_tokens < 1:
+        raise UserError("--groups, --k, --batch-size and --candidate-tokens must be at least 1")
+    if cfg.baseline_adapter and not cfg.baseline:
+        raise UserError("--baseline-adapter needs --baseline (the checkpoint it adapts)")
+    out = Path(cfg.out)
+    records = load_split(cfg.split_dir, cfg.split)[:cfg.max_items]
+    pairs = build_pairs(records, cfg.groups, cfg.seed)
+    blind = blind_guess(records, pairs, cfg.k, cfg.seed)
+    roles = {"model": (cfg.model, cfg.adapter), **({"baseline": (cfg.baseline, cfg.baseline_adapter)}
+                                                   if cfg.baseline else {})}
+    results, rows_by_role, texts = {}, {}, None
+    for role, (model, adapter) in roles.items():
+        judge = Judge(model, adapter, cfg.device, cfg.dtype, cfg.load_in_4bit, num_beams=cfg.num_beams,
+                      max_description_tokens=cfg.max_description_tokens, max_analysis_tokens=cfg.max_analysis_tokens,
+                      temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed, threshold=cfg.threshold)
+        if texts is None:  # cut with the first model's tokenizer, so both models judge the same texts
+            tokenizer = judge.processor.tokenizer
+            texts = {i: join_within(tokenizer, split_sentences(r["appearance"]), cfg.candidate_tokens)
+                     for i, r in enumerate(records)}
+        results[role], rows_by_role[role] = evaluate(judge, role, pairs, records, texts, blind, cfg)
+        del judge
+        atomic_write_text(out / f"pairs_{role}.jsonl",
+                          "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows_by_role[role]))
+    write_json(out / "judge_eval.json", {"split": cfg.split, "characters": len(records), "groups": cfg.groups,
+                                         "k": cfg.k, "threshold": cfg.threshold, **results})
+    _plot(rows_by_role, out)
+    text = report(cfg, results, len(records))
+    write_run_files(out, cfg, report=text, report_name="judge_eval.md")
+    print(text)
+    return 0

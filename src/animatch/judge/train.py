@@ -1,0 +1,376 @@
+"""`animatch judge-train`: fine-tune the LLaVA judge on both stages with accelerate (CPU, a GPU, many GPUs).
+
+Methods: `lora` wraps the language model's attention and MLP projections in PEFT LoRA (the
+`lora_target_modules` regex only matches under `language_model`, so the vision tower is untouched and frozen)
+and trains the multi-modal projector fully, in its own parameter group (`projector_lr`); `qlora` does the same
+on a 4-bit NF4 base (bitsandbytes, CUDA only; projector, vision tower and head stay unquantised); `full` trains
+the language model and the projector. Under lora/qlora the frozen base is held in the autocast dtype and the
+trained weights in float32. Examples come from `judge.data` (the prompts and tokens of `animatch judge`).
+`last/` (the resume state: `clip.checkpoint`, safetensors + JSON, written atomically) is saved every
+`save_every` steps or each epoch; at the end `adapter/` (PEFT adapter + `mm_projector.safetensors`, for
+`animatch judge --adapter`) or, for `full`, `model/` (a whole checkpoint), and with `--merge` `merged/` (the
+adapter merged into the base: a plain checkpoint for `from_pretrained`). Under DeepSpeed or FSDP the
+optimizer is sharded, so `last/` holds weights, schedule and data position only and a resumed run restarts
+the optimizer moments (it says so).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedType, set_seed
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from animatch.clip.checkpoint import STATE_DIR, has_resume_state, load_resume_state, save_checkpoint
+from animatch.clip.train import _log, _mixed_precision
+from animatch.config import JudgeTrainConfig
+from animatch.data.datasets import epoch_batches
+from animatch.data.schema import load_split
+from animatch.errors import UserError
+from animatch.judge import prompts
+from animatch.judge.data import IGNORE_INDEX, ExampleCollator, JudgeExampleDataset
+from animatch.judge.loading import PROJECTOR_FILE, PROJECTOR_METADATA, load_judge_model, load_projector
+from animatch.models.hub import load_llava
+from animatch.runs import atomic_dir, write_run_files
+
+SHARDED = (DistributedType.DEEPSPEED, DistributedType.FSDP)
+QUANTIZATION_SKIP = ["multi_modal_projector", "vision_tower", "lm_head"]
+
+
+def answer_loss(model, batch: dict, device: torch.device) -> tuple[torch.Tensor, int]:
+    """(mean next-token cross-entropy over the answer tokens, their number). Logits are computed only at
+    positions where some row predicts an answer token: most of a judge example is prompt, and the
+    [batch, length, vocabulary] logits would dominate time and memory."""
+    labels = batch["labels"].to(device)
+    keep = (labels[:, 1:] != IGNORE_INDEX).any(dim=0).nonzero().squeeze(1)
+    logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
+                   pixel_values=batch["pixel_values"].to(device), logits_to_keep=keep, use_cache=False).logits
+    targets = labels[:, keep + 1]
+    loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(),
+                                             ignore_index=IGNORE_INDEX)
+    return loss, int((targets != IGNORE_INDEX).sum())
+
+
+def _check(cfg: JudgeTrainConfig) -> None:
+    small = [flag for flag, v in (("--epochs", cfg.epochs), ("--batch-size", cfg.batch_size),
+                                  ("--accum-steps", cfg.accum_steps), ("--lora-r", cfg.lora_r),
+                                  ("--log-every", cfg.log_every), ("--max-steps", cfg.max_steps or 1),
+                                  ("--description-tokens", cfg.description_tokens),
+                                  ("--candidate-tokens", cfg.candidate_tokens)) if v < 1]
+    if small:
+        raise UserError(f"{', '.join(small)} must be at least 1")
+    if not 1 <= cfg.negative_score < cfg.positive_score <= 10:
+        raise UserError("scores must satisfy 1 <= --negative-score < --positive-score <= 10")
+    if not (0 <= cfg.same_title_negatives <= 1 and 0 <= cfg.personality_negatives <= 1 and
+            0 <= cfg.warmup_ratio < 1 and cfg.negatives_per_positive >= 0 and cfg.description_examples >= 0):
+        raise UserError("--same-title-negatives and --personality-negatives must be in [0, 1], --warmup-ratio in "
+                        "[0, 1), --negatives-per-positive and --description-examples >= 0")
+    if cfg.merge and cfg.method == "full":
+        raise UserError("--merge applies to --method lora or qlora (full already writes a whole checkpoint)")
+    if cfg.method == "qlora" and not torch.cuda.is_available():
+        raise UserError("--method qlora needs a CUDA GPU (bitsandbytes 4-bit); use --method lora here")
+    try:
+        re.compile(cfg.lora_target_modules)
+    except re.error as e:
+        raise UserError(f"--lora-target-modules is not a valid regex: {e}") from None
+    last = Path(cfg.out) / "last"
+    if last.exists() and not cfg.resume:
+        raise UserError(f"{cfg.out} already holds a run: pass --resume to continue it, or choose another --out")
+    if cfg.resume and not has_resume_state(last):
+        raise UserError(f"--resume: no resume state in {last}")
+
+
+def base_of(model):
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def projector_of(model) -> torch.nn.Module:
+    return base_of(model).model.multi_modal_projector
+
+
+def load_trainable(cfg: JudgeTrainConfig, device: torch.device, mixed: str):
+    """(model in train mode with exactly the weights of `cfg.method` trainable, processor)."""
+    from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+
+    last = Path(cfg.out) / "last"
+    dtype = torch.float32 if cfg.method == "full" else {"bf16": torch.bfloat16, "fp16": torch.float16}.get(
+        mixed, torch.float32)
+    source = str(last) if cfg.resume and cfg.method == "full" else cfg.model
+    model, processor = load_llava(source, device=device, dtype=dtype, load_in_4bit=cfg.method == "qlora",
+                                  attn_implementation=cfg.attn_implementation,
+                                  skip_quantization=QUANTIZATION_SKIP if cfg.method == "qlora" else None)
+    if cfg.method != "full":
+        if cfg.method == "qlora":
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        if cfg.resume:
+            load_projector(model, last)
+            model = PeftModel.from_pretrained(model, str(last), is_trainable=True)
+        else:
+            lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                              target_modules=cfg.lora_target_modules, bias="none")
+            try:
+                model = get_peft_model(model, lora)
+            except ValueError as e:
+                raise UserError(f"--lora-target-modules: {str(e).splitlines()[0]}") from None
+        projector_of(model).float()
+    model.requires_grad_(cfg.method == "full")
+    if cfg.method != "full":
+        for name, param in model.named_parameters():
+            param.requires_grad_("lora_" in name)
+    projector_of(model).requires_grad_(True)
+    base_of(model).model.vision_tower.requires_grad_(False)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model.train(), processor
+
+
+def param_groups(model, cfg: JudgeTrainConfig) -> list[dict]:
+    """AdamW groups: trained language-model weights (decayed / not), the projector at its own lr."""
+    projector = {id(p) for p in projector_of(model).parameters()}
+    decay, no_decay, proj = [], [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (proj if id(p) in projector else no_decay if p.ndim < 2 or "norm" in name else decay).append(p)
+    groups = [{"params": decay, "lr": cfg.lr, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "lr": cfg.lr, "weight_decay": 0.0},
+              {"params": proj, "lr": cfg.projector_lr, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
+class TrainedWeights:
+    """What a checkpoint stores as its model: the PEFT adapter + projector, or the whole model (`full`).
+    `state_dict` is the gathered state under DeepSpeed/FSDP (the live parameters are shards there)."""
+
+    def __init__(self, model, state_dict: dict | None = None):
+        self.model, self.state_dict = model, state_dict
+
+    def save_pretrained(self, path, safe_serialization: bool = True) -> None:
+        self.model.save_pretrained(path, state_dict=self.state_dict, safe_serialization=safe_serialization)
+        if not hasattr(self.model, "peft_config"):
+            return
+        source = self.state_dict or {f"multi_modal_projector.{k}": v
+                                     for k, v in projector_of(self.model).state_dict().items()}
+        state = {k.split("multi_modal_projector.", 1)[1]: v.detach().cpu().contiguous()
+                 for k, v in source.items() if "multi_modal_projector." in k}
+        save_file(state, str(Path(path) / PROJECTOR_FILE), metadata=PROJECTOR_METADATA)
+
+
+class _Run:
+    """The prepared model, optimizer, schedule and progress of one run, and its checkpoint/validation steps."""
+
+    def __init__(self, cfg: JudgeTrainConfig, acc: Accelerator, model, processor, total_steps: int):
+        self.cfg, self.acc, self.processor, self.out = cfg, acc, processor, Path(cfg.out)
+        self.sharded = acc.distributed_type in SHARDED
+        optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr)
+        self.scheduler = get_scheduler(cfg.scheduler, optimizer, num_warmup_steps=math.ceil(cfg.warmup_ratio *
+                                       total_steps), num_training_steps=total_steps)
+        if acc.state.deepspeed_plugin is not None:  # our loader is not prepared: DeepSpeed needs the size here
+            acc.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = cfg.batch_size
+        self.model, self.optimizer = acc.prepare(model, optimizer)
+        self.progress = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "saved_step": None,
+                         "validated_step": None, "skipped": {}, "bad_steps": 0}
+        self.val_loss: float | None = None
+
+    def resume(self) -> None:
+        last = self.out / "last"
+        if not self.sharded and (last / STATE_DIR / "optimizer.safetensors").is_file():
+            self.progress = load_resume_state(last, optimizer=self.optimizer, scheduler=self.scheduler,
+                                              scaler=self.acc.scaler)
+            return
+        state = json.loads((last / STATE_DIR / "state.json").read_text())
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.progress = state["progress"]
+        self.acc.print("resume: the optimizer state is sharded (or absent): its moments restart from zero")
+
+    def weights(self) -> TrainedWeights | None:
+        """The weights to save (collective under DeepSpeed/FSDP: every process calls it); None off the main."""
+        state = self.acc.get_state_dict(self.model) if self.sharded else None
+        return TrainedWeights(self.acc.unwrap_model(self.model), state) if self.acc.is_main_process else None
+
+    def save_last(self) -> None:
+        self.progress["saved_step"] = self.progress["global_step"]
+        weights = self.weights()
+        if weights is not None and self.sharded:
+            save_checkpoint(self.out / "last", weights, self.processor, extra_json={f"{STATE_DIR}/state.json": {
+                "progress": self.progress, "scheduler": self.scheduler.state_dict(), "scaler": None,
+                "rng_python": random.getstate()}})
+        elif weights is not None:
+            save_checkpoint(self.out / "last", weights, self.processor, optimizer=self.optimizer,
+                            scheduler=self.scheduler, scaler=self.acc.scaler, progress=self.progress)
+        self.acc.wait_for_everyone()
+
+    @torch.no_grad()
+    def validate(self, batches: list[dict]) -> None:
+        """Mean answer-token loss over the validation batches (the same on every process)."""
+        self.progress["validated_step"] = self.progress["global_step"]
+        if not batches:
+            return
+        self.model.eval()
+        total, tokens = 0.0, 0
+        for batch in batches:
+            with self.acc.autocast():
+                loss, n = answer_loss(self.model, batch, self.acc.device)
+            total, tokens = total + loss.item() * n, tokens + n
+        self.model.train()
+        self.val_loss = total / tokens
+        _log(self.acc, self.out / "metrics.jsonl", {"step": self.progress["global_step"], "val/loss": self.val_loss})
+
+    def step(self, batch: dict) -> float | None:
+        """Forward + backward of one micro-batch; on the last of a step also clip + optimizer step.
+        Returns the micro-batch loss."""
+        with self.acc.accumulate(self.model):
+            loss, _ = answer_loss(self.model, batch, self.acc.device)
+            self.acc.backward(loss)
+            if self.acc.sync_gradients:
+                norm = self.acc.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm or math.inf)
+                if norm is None or self.acc.scaler is not None or torch.isfinite(norm):
+                    self.optimizer.step()
+                    self.progress["bad_steps"] = 0
+                else:
+                    self.progress["bad_steps"] += 1
+                    if self.progress["bad_steps"] >= self.cfg.max_bad_steps:
+                        raise UserError(f"the gradients were not finite for {self.progress['bad_steps']} steps in a "
+                                        "row: lower --lr, try --mixed-precision bf16 or no, or check the data")
+                self.optimizer.zero_grad(set_to_none=True)
+        return loss.detach().float().item()
+
+
+def _val_batches(cfg: JudgeTrainConfig, processor, records: list[dict]) -> list[dict]:
+    if not records or cfg.max_eval_examples < 1:
+        return []
+    dataset = JudgeExampleDataset(records, cfg.data, processor, cfg, seed=cfg.seed + 1)
+    items = [dataset[i] for i in range(min(cfg.max_eval_examples, len(dataset)))]
+    collate = ExampleCollator(_pad_id(processor))
+    return [collate(items[i:i + cfg.batch_size]) for i in range(0, len(items), cfg.batch_size)]
+
+
+def _pad_id(processor) -> int:
+    tokenizer = processor.tokenizer
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def run_judge_train(cfg: JudgeTrainConfig) -> int:
+    _check(cfg)
+    out = Path(cfg.out)
+    mixed = _mixed_precision(cfg.mixed_precision)
+    acc = Accelerator(mixed_precision=mixed, gradient_accumulation_steps=cfg.accum_steps, project_dir=str(out),
+                      log_with=None if cfg.report_to == "none" else cfg.report_to)
+    set_seed(cfg.seed)
+    model, processor = load_trainable(cfg, acc.device, mixed)
+    try:
+        prompts.relevance_tail(processor, "a text")
+    except ValueError as e:
+        raise UserError(f"{cfg.model}: {e}") from None
+    train_records = load_split(cfg.split_dir, "train")
+    dataset = JudgeExampleDataset(train_records, cfg.data, processor, cfg, seed=cfg.seed)
+    per_step = acc.num_processes * cfg.batch_size * cfg.accum_steps
+    if len(dataset) < per_step:
+        raise UserError(f"the train split gives {len(dataset)} examples, fewer than one optimizer step needs "
+                        f"({per_step} = processes x --batch-size x --accum-steps)")
+    total_steps = cfg.max_steps or cfg.epochs * (len(dataset) // per_step)
+    run = _Run(cfg, acc, model, processor, total_steps)
+    if cfg.resume:
+        run.resume()
+    if acc.is_main_process:
+        write_run_files(out, cfg)
+    if cfg.report_to != "none":
+        acc.init_trackers("animatch-judge-train", config={k: str(v) for k, v in vars(cfg).items()})
+    val_batches = _val_batches(cfg, processor, load_split(cfg.split_dir, "val"))
+    collate = ExampleCollator(_pad_id(processor))
+    progress, kinds = run.progress, {}
+    bar = tqdm(total=total_steps, initial=progress["global_step"], desc="judge-train",
+               disable=not acc.is_main_process)
+    started, examples, window = time.perf_counter(), 0, []
+    while progress["global_step"] < total_steps:
+        dataset.set_epoch(progress["epoch"])
+        batches = epoch_batches(len(dataset), cfg.batch_size, world=acc.num_processes, rank=acc.process_index,
+                                seed=cfg.seed, epoch=progress["epoch"])
+        batches = batches[:len(batches) // cfg.accum_steps * cfg.accum_steps]
+        loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches[progress["step_in_epoch"] *
+                                             cfg.accum_steps:], collate_fn=collate, num_workers=cfg.workers)
+        for batch in loader:
+            for _, reason in batch["skipped"]:
+                progress["skipped"][reason] = progress["skipped"].get(reason, 0) + 1
+            for kind in batch["kinds"]:
+                kinds[kind] = kinds.get(kind, 0) + 1
+            window.append(run.step(batch))
+            examples += batch["size"] * acc.num_processes
+            if not acc.sync_gradients:
+                continue
+            run.scheduler.step()
+            progress["global_step"] += 1
+            progress["step_in_epoch"] += 1
+            step = progress["global_step"]
+            bar.update(1)
+            bar.set_postfix(loss=f"{window[-1]:.4f}", lr=f"{run.scheduler.get_last_lr()[0]:.2e}")
+            if step % cfg.log_every == 0 or step == total_steps:
+                loss = acc.reduce(torch.tensor(sum(window) / len(window), device=acc.device), "mean").item()
+                _log(acc, out / "metrics.jsonl", {"step": step, "epoch": progress["epoch"], "loss": loss,
+                                                  "lr": run.scheduler.get_last_lr()[0],
+                                                  "examples_per_s": examples / (time.perf_counter() - started)})
+                window = []
+            if cfg.eval_every and step % cfg.eval_every == 0:
+                run.validate(val_batches)
+            if cfg.save_every and step % cfg.save_every == 0:
+                run.save_last()
+            if step >= total_steps:
+                break
+        else:
+            progress["epoch"] += 1
+            progress["step_in_epoch"] = 0
+            if not cfg.eval_every:
+                run.validate(val_batches)
+            if not cfg.save_every:
+                run.save_last()
+    bar.close()
+    if progress["validated_step"] != progress["global_step"]:
+        run.validate(val_batches)
+    if progress["saved_step"] != progress["global_step"]:
+        run.save_last()
+    _export(run, kinds, time.perf_counter() - started, examples)
+    acc.end_training()
+    return 0
+
+
+def _export(run: _Run, kinds: dict, seconds: float, examples: int) -> None:
+    cfg, out = run.cfg, run.out
+    weights = run.weights()
+    name = "model" if cfg.method == "full" else "adapter"
+    if weights is None:
+        return
+    save_checkpoint(out / name, weights, run.processor)
+    trainable = sum(p.numel() for p in weights.model.parameters() if p.requires_grad)
+    if cfg.merge:
+        merged, processor = load_judge_model(cfg.model, adapter=str(out / "adapter"))
+        with atomic_dir(out / "merged") as tmp:
+            merged.save_pretrained(tmp)
+            processor.save_pretrained(tmp)
+    progress = run.progress
+    summary = {"method": cfg.method, "steps": progress["global_step"], "epochs_completed": progress["epoch"],
+               "seconds": round(seconds, 1), "examples_per_s": examples / seconds if seconds else None,
+               "trainable_parameters": trainable, "val_loss": run.val_loss, "examples_seen": kinds,
+               "skipped_examples": progress["skipped"], "output": str(out / name),
+               "merged": str(out / "merged") if cfg.merge else None}
+    skipped = ", ".join(f"{n} {reason}" for reason, n in progress["skipped"].items()) or "none"
+    use = f"animatch judge --model {cfg.model} --adapter {out / name}" if name == "adapter" else \
+        f"animatch judge --model {out / name}"
+    report = (f"# animatch judge-train\n\nModel `{cfg.model}`, method {cfg.method}, {progress['global_step']} steps "
+              f"({seconds:.0f} s, {summary['examples_per_s'] or 0:.1f} examples/s), "
+              f"{trainable / 1e6:.2f}M trainable parameters.\n\n"
+              f"- examples seen: {', '.join(f'{n} {k}' for k, n in sorted(kinds.items())) or 'none'}\n"
+              f"- final validation loss (answer tokens): "
+              f"{'n/a' if run.val_loss is None else f'{run.val_loss:.4f}'}\n- skipped examples: {skipped}\n"
+              f"- output: `{out / name}` (use: `{use}`)" + (f"; merged checkpoint `{out / 'merged'}`" if cfg.merge
+                                                           else "") + "\n- resume state: `last/`\n")
+    write_run_files(out, metrics=summary, report=report)
+    print(f"judge-train: {progress['global_step']} steps, val loss "
+          f"{'n/a' if run.val_loss is None else f'{run.val_loss:.4f}'}, skipped examples: {skipped} -> {out / name}")
