@@ -14,7 +14,7 @@ import pytest
 # Tiny models are latency-bound: one thread per process avoids thread pools spinning against each other
 # on a small shared machine (`make test` sets it too; this covers a bare `pytest`).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-import torch  # noqa: E402
+import torch
 
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 

@@ -35,7 +35,8 @@ def _weights(run_dir: Path) -> dict:
 
 def test_short_run_learns_and_writes_checkpoints(synth_root, prepared_dir, clip_tiny_dir, tmp_path):
     out = tmp_path / "run"
-    assert main(_train_args(synth_root, prepared_dir, clip_tiny_dir, out, "--max-steps", "60", "--eval-every", "30")) == 0
+    args = _train_args(synth_root, prepared_dir, clip_tiny_dir, out, "--max-steps", "60", "--eval-every", "30")
+    assert main(args) == 0
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in rows if r.get("loss") is not None]
     assert len(losses) == 60

@@ -19,8 +19,12 @@ def test_quick_demo_runs_end_to_end_and_learns(tmp_path, capsys):
     before = json.loads((out / "eval_before" / "eval.json").read_text())["model"]["pooled"]
     after = json.loads((out / "eval_after" / "eval.json").read_text())["model"]["pooled"]
     n = json.loads((out / "eval_after" / "eval.json").read_text())["model"]["n_characters"]
-    assert after["t2i_R@1"] > max(before["t2i_R@1"] + 0.15, 3 / n)
-    assert after["i2t_R@5"] > before["i2t_R@5"]
+    def mean(m, k):
+        return (m[f"i2t_R@{k}"] + m[f"t2i_R@{k}"]) / 2
+
+    # ~70 steps of a from-scratch clip-tiny: R@5 clearly up, R@1 well above chance (1/n) and the untrained model.
+    assert mean(after, 5) > mean(before, 5) + 0.15
+    assert mean(after, 1) > max(2 * mean(before, 1), 2.5 / n)
     assert (out / "match" / "matches.csv").is_file()
     printed = capsys.readouterr().out
     assert "Before / after training" in printed and "demo finished" in printed

@@ -48,7 +48,10 @@ def test_rendered_prompts_follow_the_chat_template(processor):
 def test_stage2_ids_are_stage1_ids_plus_description_plus_tail(processor):
     """The inference split (stage-1 ids, generated description, tail ids) tokenises like the whole text."""
     tokenizer = processor.tokenizer
-    ids = lambda s: tokenizer(s, add_special_tokens=False)["input_ids"]
+
+    def ids(s):
+        return tokenizer(s, add_special_tokens=False)["input_ids"]
+
     stage1 = ids(prompts.render_description_prompt(processor))
     whole = ids(prompts.render_relevance_prompt(processor, DESCRIPTION, TEXT))
     tail = prompts.tail_token_ids(tokenizer, prompts.relevance_tail(processor, TEXT))

@@ -214,7 +214,7 @@ class JudgeConfig:
     top_p: float = opt(0.9, "stage 2 nucleus sampling top-p")
     seed: int = opt(0, "stage 2 sampling seed")
     # opt() turns a list default into a default_factory, so instances never share it.
-    retry_temperatures: list[float] = opt(  # noqa: RUF009
+    retry_temperatures: list[float] = opt(
         [0.6, 0.9], "stage 2 retries at these temperatures while the score cannot be parsed; then the result is "
                     "'unparsed'")
     reuse_prefix: bool = opt(True, "stage 2 reuses stage 1's KV cache (image + prompt + description)")
@@ -347,7 +347,9 @@ class AuditConfig:
     threshold: Optional[float] = opt(None, "flag a pair whose fit score (mean of its two cosine z-scores) is below "
                                            "this (unset: calibrated, see report.md)")
     sentence_threshold: Optional[float] = opt(None, "a sentence does not fit when its cosine deficit is above this "
-                                                    "(unset: calibrated)")
+                                                    "(unset: calibrated, see --sentence-fpr)")
+    sentence_fpr: float = opt(0.02, "calibration: share of the calibration pairs' own sentences that may be judged "
+                                    "non-fitting (the sentence threshold is that quantile of their deficits)")
     trim_sentences: bool = opt(False, "clean_metadata.jsonl: remove non-fitting sentences instead of dropping whole "
                                       "pairs (a flagged pair is kept only if its trimmed text passes)")
     calibration_swaps: int = opt(5, "simulated swaps per calibration pair (texts moved to other images)")

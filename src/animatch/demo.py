@@ -18,8 +18,8 @@ from animatch.config import DemoConfig
 from animatch.errors import UserError
 from animatch.runs import atomic_write_text, markdown_table
 
-# (characters, CLIP steps, CLIP batch, judge steps, judge-eval pairs) per mode; sized for 2 CPU cores.
-SIZES = {"full": (2000, 240, 64, 150, 48), "quick": (600, 60, 32, 20, 8)}
+# (characters, CLIP steps, CLIP batch, judge steps, judge-eval characters) per mode; sized for 2 CPU cores.
+SIZES = {"full": (2000, 240, 64, 150, 24), "quick": (600, 70, 48, 10, 4)}
 RECALLS = ("i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10")
 
 
@@ -67,7 +67,7 @@ def run_demo(cfg: DemoConfig) -> int:
     out = Path(cfg.out)
     if out.exists():
         shutil.rmtree(out)
-    n, clip_steps, batch, judge_steps, judge_pairs = SIZES["quick" if cfg.quick else "full"]
+    n, clip_steps, batch, judge_steps, judge_items = SIZES["quick" if cfg.quick else "full"]
     root, prep, clip0, run = out / "data", out / "prepared", out / "clip-tiny", out / "clip-run"
     llava0, judge_run = out / "llava-tiny", out / "judge-run"
     step = Steps()
@@ -101,10 +101,12 @@ def run_demo(cfg: DemoConfig) -> int:
     step("5b. judge-train", "judge-train", "--data", root, "--split-dir", prep, "--model", llava0,
          "--out", judge_run, "--max-steps", judge_steps, "--report-to", "none")
     example = json.loads((prep / "test.jsonl").read_text().splitlines()[0])
+    short = ("--max-description-tokens", 48, "--max-analysis-tokens", 24)
     step("5c. judge one pair", "judge", "--model", llava0, "--adapter", judge_run / "adapter",
-         "--image", root / example["file_name"], "--text", example["appearance_chunks"][0])
+         "--image", root / example["file_name"], "--text", example["appearance_chunks"][0], *short)
     step("5d. judge-eval", "judge-eval", "--data", root, "--split-dir", prep, "--model", llava0,
-         "--adapter", judge_run / "adapter", "--out", out / "judge_eval", "--max-pairs", judge_pairs)
+         "--adapter", judge_run / "adapter", "--baseline", llava0, "--out", out / "judge_eval",
+         "--max-items", judge_items, *short)
 
     total = time.perf_counter() - started
     _write_report(out, table, step.timings, total)
@@ -113,7 +115,7 @@ def run_demo(cfg: DemoConfig) -> int:
 
 
 def _write_report(out: Path, table: str, timings: list[tuple[str, float]], total: float) -> None:
-    timing_rows = [{"step": title, "seconds": round(seconds, 1)} for title, seconds in timings]
+    timing_rows = [{"step": title, "seconds": seconds} for title, seconds in timings]
     judge_md = (out / "judge_eval" / "judge_eval.md").read_text()
     report = f"""# animatch demo
 
@@ -146,7 +148,7 @@ Fine-tuning run: [judge-run/](judge-run/report.md).
 
 ## Timings
 
-{markdown_table(timing_rows)}
+{markdown_table(timing_rows, floatfmt='.1f')}
 
 Artefacts: [dataset](data/), [prepare report](prepared/prepare_report.md), [training run](clip-run/report.md).
 """

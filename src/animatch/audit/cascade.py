@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from animatch.judge.cli import _judge_batch
+from animatch.judge.cli import judge_batch
 
 JUDGE_FIELDS = ("score", "match", "status", "analysis", "description", "error")
 
@@ -38,7 +38,7 @@ def run_cascade(judge: Any, rows: list[dict], pairs: list[tuple[str, str]], flag
     todo = [(i, "flagged") for i in flagged] + [(i, "sample") for i in sampled]
     batches = [todo[s:s + batch_size] for s in range(0, len(todo), batch_size)]
     for batch in tqdm(batches, desc="judging", unit="batch", disable=not progress or not batches):
-        results = _judge_batch(judge, [{"path": pairs[i][0], "text": pairs[i][1]} for i, _ in batch])
+        results = judge_batch(judge, [{"path": pairs[i][0], "text": pairs[i][1]} for i, _ in batch])
         for (i, role), result in zip(batch, results):
             rows[i]["judge"] = {"role": role, **{k: result.get(k) for k in JUDGE_FIELDS}}
             if role == "flagged" and clears and result.get("status") == "ok" and result.get("match"):

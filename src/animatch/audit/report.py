@@ -137,8 +137,10 @@ def report_markdown(summary: dict, rows: list[dict]) -> str:
              "text's cosines to all other images; a pair is flagged when fit is below the pair threshold.",
              "- A sentence does not fit when its deficit (mean cosine of the sentence with its best-fitting "
              "images minus its cosine with the pair's image) is above the sentence threshold.",
-             "- Calibration: Youden's J between the calibration pairs as they are and simulated swaps (texts of "
-             "other calibration pairs); for sentences, their own sentences vs sentences of other pairs.",
+             "- Calibration: the pair threshold maximises Youden's J between the calibration pairs as they are and "
+             "simulated swaps (texts of other calibration pairs); the sentence threshold lets at most "
+             "--sentence-fpr of the calibration pairs' own sentences be non-fitting (TPR: share of alien sentences, "
+             "from other pairs, above it).",
              _threshold_line("pair threshold", summary["threshold"], "flag when fit is below"),
              _threshold_line("sentence threshold", summary["sentence_threshold"], "misfit when deficit is above"),
              "", "## Result", "",

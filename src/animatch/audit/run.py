@@ -32,13 +32,16 @@ from animatch.runs import atomic_write_text, write_run_files
 DECIMALS = 5
 MIN_REFERENCE = 10
 TRIM_BLOCK = 1024
-WEAK_J = 0.5  # below this calibrated Youden J, the summary warns that the model cannot be trusted
+WEAK_J = 0.5  # below this TPR - FPR at a calibrated threshold, the summary warns that flags are unreliable
 
 
 def _check(cfg: AuditConfig) -> None:
-    if cfg.calibration_swaps < 1 or cfg.reference_images < MIN_REFERENCE or cfg.judge_batch_size < 1:
-        raise UserError(f"--calibration-swaps and --judge-batch-size must be >= 1, --reference-images >= "
-                        f"{MIN_REFERENCE}")
+    if cfg.calibration_swaps < 1 or cfg.judge_batch_size < 1 or cfg.min_calibration_pairs < 2 \
+            or cfg.reference_images < MIN_REFERENCE:
+        raise UserError(f"--calibration-swaps and --judge-batch-size must be >= 1, --min-calibration-pairs >= 2, "
+                        f"--reference-images >= {MIN_REFERENCE}")
+    if not 0 < cfg.sentence_fpr < 1:
+        raise UserError(f"--sentence-fpr must be in (0, 1), got {cfg.sentence_fpr}")
     if cfg.judge_sample < 0 or (cfg.judge_max_pairs is not None and cfg.judge_max_pairs < 0):
         raise UserError("--judge-sample and --judge-max-pairs must not be negative")
 
@@ -67,8 +70,8 @@ def _calibrate(cfg: AuditConfig, stats: scoring.PairStats, image_emb: torch.Tens
         alien = starts[txt_idx[has]] + (rng.random(int(has.sum())) * counts[txt_idx[has]]).astype(np.int64)
         alien_deficit = scoring.deficits(sent_emb, tops, image_emb, alien, img_idx[has])
         own = deficit[np.concatenate([np.arange(starts[i], starts[i] + counts[i]) for i in cal])]
-        found = scoring.youden_threshold(-own, -alien_deficit)  # flagged: deficit above the threshold
-        sentence = {**found, "value": -found["value"], "how": f"calibrated on {cal_name}", **about}
+        sentence = {**scoring.quantile_threshold(own, alien_deficit, cfg.sentence_fpr),
+                    "how": f"calibrated on {cal_name}", **about}
     return pair, sentence
 
 
@@ -99,7 +102,7 @@ def run_audit(cfg: AuditConfig, judge: Any = None) -> int:
 
     from animatch.clip.cache import EmbeddingCache
     from animatch.clip.embed import embed_texts
-    from animatch.clip.match import _embed_sharded
+    from animatch.clip.match import embed_sharded
     from animatch.data.prepare import title_key
     from animatch.models.hub import load_clip
 
@@ -114,7 +117,7 @@ def run_audit(cfg: AuditConfig, judge: Any = None) -> int:
     model, processor = load_clip(cfg.model, device=cfg.device or state.device)
     cache = EmbeddingCache(Path(cfg.cache_dir).expanduser(), model, processor) if cfg.cache else None
     root = Path(cfg.data)
-    image_emb, ok, failures, cache_stats = _embed_sharded(cfg, model, processor, [root / r["file_name"]
+    image_emb, ok, failures, cache_stats = embed_sharded(cfg, model, processor, [root / r["file_name"]
                                                                                   for r in records], cache, state)
     if not state.is_main_process:
         return 0
@@ -148,9 +151,10 @@ def run_audit(cfg: AuditConfig, judge: Any = None) -> int:
                                                 if cfg.split_dir else "all pairs (no --split-dir)")
     pair_t, sent_t = _calibrate(cfg, stats, image_emb, text_emb, sent_emb, tops, deficit, starts, counts,
                                 val if use_val else np.arange(n), cal_name)
-    warnings = [f"the {name} threshold was calibrated with Youden J {t['youden_j']:.2f} < {WEAK_J}: the model "
-                "tells simulated swaps from the pairs poorly, so its flags are unreliable (train it on this data?)"
-                for name, t in (("pair", pair_t), ("sentence", sent_t)) if t.get("youden_j", 1.0) < WEAK_J]
+    warnings = [f"at the {name} threshold, TPR - FPR on the calibration is only {t['youden_j']:.2f} (< {WEAK_J}): "
+                f"the model tells simulated {what} from real ones poorly, so these flags are unreliable"
+                for name, what, t in (("pair", "swaps", pair_t), ("sentence", "misfits", sent_t))
+                if t.get("youden_j", 1.0) < WEAK_J]
     clip_flag = stats.fit < pair_t["value"]
     sentence_fits = deficit <= sent_t["value"]
 

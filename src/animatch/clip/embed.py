@@ -44,7 +44,7 @@ class _ImageFiles(Dataset):
             pixels = self.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
         except ImageLoadError as e:
             return i, None, e.reason
-        except Exception as e:  # noqa: BLE001 - any undecodable file is reported, never fatal
+        except Exception as e:
             return i, None, f"{type(e).__name__}: {e}"[:200]
         return i, pixels, None
 

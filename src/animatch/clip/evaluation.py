@@ -14,19 +14,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from animatch.clip.embed import embed_chunked, embed_images, embed_texts  # noqa: E402
-from animatch.config import EvalConfig  # noqa: E402
-from animatch.data.schema import load_split  # noqa: E402
-from animatch.errors import UserError  # noqa: E402
-from animatch.evaluate import retrieval  # noqa: E402
-from animatch.evaluate.text import bleu, rouge_l  # noqa: E402
-from animatch.models.hub import load_clip  # noqa: E402
-from animatch.runs import markdown_table, write_json, write_run_files  # noqa: E402
+from animatch.clip.embed import embed_chunked, embed_images, embed_texts
+from animatch.config import EvalConfig
+from animatch.data.schema import load_split
+from animatch.errors import UserError
+from animatch.evaluate import retrieval
+from animatch.evaluate.text import bleu, rouge_l
+from animatch.models.hub import load_clip
+from animatch.runs import markdown_table, write_json, write_run_files
 
 RECALL_KEYS = ("i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10")
 
@@ -111,6 +108,9 @@ def _summary_row(name: str, m: dict) -> dict:
 
 
 def _plot(plots: dict[str, dict], out: Path) -> None:
+    matplotlib.use("Agg")  # files only; never a window
+    import matplotlib.pyplot as plt
+
     fig, axes = plt.subplots(1, len(plots), figsize=(5 * len(plots), 3.5), squeeze=False)
     for ax, (name, p) in zip(axes[0], plots.items()):
         bins = np.linspace(-1, 1, 81)

@@ -87,7 +87,7 @@ def top_matches(cosine: torch.Tensor, prob: torch.Tensor, candidates: list[dict]
     return result
 
 
-def _embed_sharded(cfg: MatchConfig, model: Any, processor: Any, paths: list[Path], cache: Any, state: Any):
+def embed_sharded(cfg: MatchConfig, model: Any, processor: Any, paths: list[Path], cache: Any, state: Any):
     """Embed this process's share of `paths`; gather every share (global indices) on all processes."""
     from accelerate.utils import gather_object
 
@@ -139,7 +139,7 @@ def run_match(cfg: MatchConfig) -> int:
     started = time.perf_counter()
     model, processor = load_clip(cfg.model, device=cfg.device or state.device)
     cache = EmbeddingCache(Path(cfg.cache_dir).expanduser(), model, processor) if cfg.cache else None
-    emb, ok_indices, failures, stats = _embed_sharded(cfg, model, processor, paths, cache, state)
+    emb, ok_indices, failures, stats = embed_sharded(cfg, model, processor, paths, cache, state)
     if not state.is_main_process:
         return 0
     if chunks:

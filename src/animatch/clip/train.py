@@ -199,7 +199,7 @@ def run_train(cfg: TrainConfig) -> int:
         start = progress["step_in_epoch"] * cfg.accum_steps
         micro: list[dict] = []
         for batch in _loader(dataset, batches[start:], collator, cfg, acc):
-            for file_name, reason in batch["skipped"]:
+            for _file_name, reason in batch["skipped"]:
                 progress["skipped"][reason] = progress["skipped"].get(reason, 0) + 1
             micro.append({k: v.to(acc.device) if torch.is_tensor(v) else v for k, v in batch.items()})
             if len(micro) < cfg.accum_steps:

@@ -121,7 +121,7 @@ def run_download(cfg: DownloadConfig) -> int:
         local_metadata = hf_hub_download(cfg.repo, metadata_path, repo_type="dataset", revision=commit)
     except UserError:
         raise
-    except Exception as e:  # noqa: BLE001 - network/auth failures of any kind become one line
+    except Exception as e:
         raise _hub_error(e, cfg) from None
     lines, names = read_first_records(local_metadata, cfg.limit, posixpath.dirname(metadata_path))
     # the names now carry the metadata's folder, i.e. are relative to the repository root, as OUT's will be
@@ -133,7 +133,7 @@ def run_download(cfg: DownloadConfig) -> int:
         try:
             hf_hub_download(cfg.repo, path, repo_type="dataset", revision=commit, local_dir=out)
             return None
-        except Exception as e:  # noqa: BLE001 - one failed image must not stop the others
+        except Exception as e:
             return f"{path}: {type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:160]}"
 
     failures = []

@@ -94,7 +94,7 @@ def _decode(fp: BinaryIO, name: str | os.PathLike, max_pixels: int) -> Image.Ima
 def _exif_transposed(im: Image.Image) -> Image.Image:
     try:
         return ImageOps.exif_transpose(im) or im
-    except Exception:  # noqa: BLE001 - a broken EXIF block must not cost the image; keep it unrotated
+    except Exception:
         return im
 
 

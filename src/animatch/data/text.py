@@ -153,7 +153,7 @@ def tokenizer_token_counter(tokenizer: str) -> TokenCounter:
 
     try:
         tok = AutoTokenizer.from_pretrained(tokenizer)
-    except Exception as e:  # noqa: BLE001 - any load failure is the user's path/network problem
+    except Exception as e:
         detail = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise UserError(f"cannot load tokenizer {tokenizer!r}: {detail}") from None
     return lambda s: len(tok(s, add_special_tokens=True, truncation=False, verbose=False)["input_ids"])

@@ -133,7 +133,8 @@ def _jsonl(rows: list[dict]) -> str:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
 
 
-def _judge_batch(judge: Judge, batch: list[dict]) -> list[dict]:
+def judge_batch(judge: Judge, batch: list[dict]) -> list[dict]:
+    """Judge `{"path", "text"}` items in one batched generation; on CUDA OOM, one at a time."""
     items = [(p["path"], p["text"]) for p in batch]
     try:
         return judge.analyze_batch(items)
@@ -141,7 +142,7 @@ def _judge_batch(judge: Judge, batch: list[dict]) -> list[dict]:
         if len(batch) == 1:
             return [error_result("out of GPU memory; try a smaller --max-description-tokens")]
         torch.cuda.empty_cache()
-        return [r for p in batch for r in _judge_batch(judge, [p])]
+        return [r for p in batch for r in judge_batch(judge, [p])]
 
 
 def run_batch(cfg: JudgeConfig) -> int:
@@ -163,7 +164,7 @@ def run_batch(cfg: JudgeConfig) -> int:
             for first in range(0, len(todo), cfg.batch_size):
                 batch = todo[first:first + cfg.batch_size]
                 rows = [{k: v for k, v in p.items() if k != "path"} | r
-                        for p, r in zip(batch, _judge_batch(judge, batch))]
+                        for p, r in zip(batch, judge_batch(judge, batch))]
                 f.write(_jsonl(rows))
                 f.flush()
                 bar.update(len(batch))

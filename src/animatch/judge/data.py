@@ -2,17 +2,18 @@
 
 Per character and epoch (`plan_epoch`, seeded by (seed, epoch), so any number of workers sees the same set):
 - `description_examples` stage-1 examples: image -> the reference appearance, its chunks joined up to
-  `description_tokens` tokens (`description_target`);
+  `description_tokens` tokens, the character's name replaced by "the character" (`description_target`): a
+  name is not visible, and left in it lets teacher forcing recall a training character's looks from its name
+  instead of from the image (on llava-tiny the training characters' loss then fell well below unseen ones');
 - one stage-2 positive and `negatives_per_positive` negatives in the TWO-stage format: the context is the
-  stage-1 turn answered with a description of this character (its reference appearance), then the relevance
+  stage-1 turn answered with a description of this character (as stage 1 is trained to write it), then the relevance
   question about a candidate text, answered `Score: N\\nAnalysis: ...` (`relevance_answer`). A positive's
   candidate is never a verbatim copy of the context (the model would learn copy detection): with synthetic
   `attributes` it is a fresh rendering of them (`synth_text.describe`, other words and order), else 1-3 of
   the character's appearance sentences, which are then left out of the context; a negative's context drops
   as many sentences, so context length tells nothing. A negative's candidate is another character's text made
   the same way, from the same title with probability `same_title_negatives`. Candidates keep their names and
-  the context's name is swapped for a third character's (a fine-tuned stage 1 guesses some name), so names
-  carry no signal;
+  the context has none, so names carry no signal;
 - personality texts are used only as extra negatives: with probability `personality_negatives` a stage-2
   example whose candidate is the character's own personality, scored 1 (it does not describe the looks).
 `ExampleEncoder` turns a planned example into ids exactly as the judge builds its inputs: the processor on the
@@ -44,6 +45,7 @@ IGNORE_INDEX = -100
 PERSONALITY_SCORE = 1
 MAX_CANDIDATE_SENTENCES = 3
 MAX_SUBSTITUTES = 16
+NEUTRAL_NAME = "the character"
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
@@ -71,18 +73,20 @@ def join_within(tokenizer: Any, pieces: list[str], budget: int) -> str:
 
 
 def description_target(record: dict, tokenizer: Any, budget: int) -> str:
-    """The stage-1 answer of a record: its appearance chunks joined up to `budget` tokens."""
-    return join_within(tokenizer, record.get("appearance_chunks") or [record["appearance"]], budget)
+    """The stage-1 answer of a record: its appearance chunks joined up to `budget` tokens, name anonymised."""
+    text = join_within(tokenizer, record.get("appearance_chunks") or [record["appearance"]], budget)
+    return anonymise(text, record["character"])
 
 
-def swap_name(text: str, name: str, other: str) -> str:
-    """`text` with the character's full name, then each of its name words, replaced by `other`'s."""
-    text = re.sub(rf"\b{re.escape(name)}\b", other, text)
-    others = other.split() or [other]
-    for i, word in enumerate(name.split()):
-        if len(word) >= 3:
-            text = re.sub(rf"\b{re.escape(word)}\b", others[min(i, len(others) - 1)], text)
-    return text
+def anonymise(text: str, name: str) -> str:
+    """`text` with the character's full name, then each of its name words, replaced by "the character"
+    ("The character" at a sentence start)."""
+    def whole(word: str) -> str:
+        return rf"(?<!\w){re.escape(word)}(?!\w)"
+
+    for word in [name] + [w for w in name.split() if len(w) >= 3]:
+        text = re.sub(whole(word), lambda _: NEUTRAL_NAME, text)
+    return re.sub(rf"(^|[.!?]\s+){NEUTRAL_NAME}", lambda m: m.group(1) + NEUTRAL_NAME.capitalize(), text)
 
 
 def _pronoun(text: str) -> str:
@@ -150,16 +154,14 @@ class _Planner:
             pieces = [self.sentences[j][t] for t in taken]
         return join_within(self.tokenizer, pieces, self.cfg.candidate_tokens)
 
-    def context(self, i: int, dropped: list[int], avoid: set[str]) -> str:
-        """Record i's description for the stage-2 context, without `dropped` sentences, under a third name."""
+    def context(self, i: int, dropped: list[int]) -> str:
+        """Record i's description for the stage-2 context (as stage 1 is trained to write it), without the
+        `dropped` sentences."""
         record = self.records[i]
         if _has_attributes(record) or not dropped:
-            text = description_target(record, self.tokenizer, self.cfg.description_tokens)
-        else:
-            kept = [s for t, s in enumerate(self.sentences[i]) if t not in dropped]
-            text = join_within(self.tokenizer, kept, self.cfg.description_tokens)
-        names = sorted({r["character"] for r in self.records} - avoid - {record["character"]})
-        return swap_name(text, record["character"], self.rng.choice(names) if names else "The character")
+            return description_target(record, self.tokenizer, self.cfg.description_tokens)
+        kept = [s for t, s in enumerate(self.sentences[i]) if t not in dropped]
+        return anonymise(join_within(self.tokenizer, kept, self.cfg.description_tokens), record["character"])
 
     def negative_of(self, i: int) -> int | None:
         same = [j for j in self.by_title[self.records[i]["title"]] if j != i]
@@ -195,7 +197,7 @@ def plan_epoch(records: list[dict], cfg: JudgeTrainConfig, tokenizer: Any, seed:
                  for _ in range(cfg.description_examples)]
         taken = planner.dropped(i)
         if _has_attributes(record) or taken:
-            relevance(i, i, "positive", planner.context(i, taken, set()), planner.candidate(i, taken),
+            relevance(i, i, "positive", planner.context(i, taken), planner.candidate(i, taken),
                       cfg.positive_score)
         else:
             missing["positive: appearance of one sentence"] += 1
@@ -204,11 +206,11 @@ def plan_epoch(records: list[dict], cfg: JudgeTrainConfig, tokenizer: Any, seed:
             if j is None:
                 missing["negative: no other character"] += 1
                 continue
-            context = planner.context(i, planner.dropped(i), {records[j]["character"]})
+            context = planner.context(i, planner.dropped(i))
             relevance(i, j, "negative", context, planner.candidate(j), cfg.negative_score)
         if record.get("personality", "").strip() and rng.random() < cfg.personality_negatives:
             text = join_within(tokenizer, split_sentences(record["personality"]), cfg.candidate_tokens)
-            relevance(i, i, "personality", planner.context(i, planner.dropped(i), set()), text, PERSONALITY_SCORE)
+            relevance(i, i, "personality", planner.context(i, planner.dropped(i)), text, PERSONALITY_SCORE)
     rng.shuffle(plan)
     return plan, missing
 

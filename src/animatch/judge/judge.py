@@ -214,7 +214,7 @@ class Judge:
         torch.manual_seed(seed)
         out = self.model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=self.max_analysis_tokens,
                                   num_beams=1, pad_token_id=self._pad, **sampling, **extra)
-        if extra.get(d.cache_name) is d.cache:
+        if d.cache is not None and extra.get(d.cache_name) is d.cache:
             d.cache.crop(cached - d.cache.get_seq_length())  # negative: drop the tokens stage 2 added
         return self.processor.tokenizer.batch_decode(out[:, input_ids.shape[1]:], skip_special_tokens=True)
 

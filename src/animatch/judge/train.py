@@ -1,13 +1,10 @@
 """`animatch judge-train`: fine-tune the LLaVA judge on both stages with accelerate (CPU, a GPU, many GPUs).
 
-Methods: `lora` wraps the language model's attention and MLP projections in PEFT LoRA (the
-`lora_target_modules` regex only matches under `language_model`, so the vision tower is untouched and frozen)
-and trains the multi-modal projector fully, in its own parameter group (`projector_lr`); `qlora` does the same
-on a 4-bit NF4 base (bitsandbytes, CUDA only; projector, vision tower and head stay unquantised); `full` trains
-the language model and the projector. Under lora/qlora the frozen base is held in the autocast dtype and the
-trained weights in float32. Examples come from `judge.data` (the prompts and tokens of `animatch judge`).
-`last/` (the resume state: `clip.checkpoint`, safetensors + JSON, written atomically) is saved every
-`save_every` steps or each epoch; at the end `adapter/` (PEFT adapter + `mm_projector.safetensors`, for
+Methods lora / qlora / full and what each trains are `judge.trainable`'s; examples come from `judge.data` (the
+prompts and tokens of `animatch judge`). AdamW with warmup and a cosine (or linear, constant) schedule,
+gradient accumulation, clipping and mixed precision through accelerate; logs go to metrics.jsonl and
+TensorBoard. `last/` (the resume state: `clip.checkpoint`, safetensors + JSON, written atomically) is saved
+every `save_every` steps or each epoch; at the end `adapter/` (PEFT adapter + `mm_projector.safetensors`, for
 `animatch judge --adapter`) or, for `full`, `model/` (a whole checkpoint), and with `--merge` `merged/` (the
 adapter merged into the base: a plain checkpoint for `from_pretrained`). Under DeepSpeed or FSDP the
 optimizer is sharded, so `last/` holds weights, schedule and data position only and a resumed run restarts
@@ -21,12 +18,12 @@ import math
 import random
 import re
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType, set_seed
-from safetensors.torch import save_file
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
@@ -37,33 +34,19 @@ from animatch.data.datasets import epoch_batches
 from animatch.data.schema import load_split
 from animatch.errors import UserError
 from animatch.judge import prompts
-from animatch.judge.data import IGNORE_INDEX, ExampleCollator, JudgeExampleDataset
-from animatch.judge.loading import PROJECTOR_FILE, PROJECTOR_METADATA, load_judge_model, load_projector
-from animatch.models.hub import load_llava
+from animatch.judge.data import ExampleCollator, JudgeExampleDataset
+from animatch.judge.loading import load_judge_model
+from animatch.judge.trainable import TrainedWeights, answer_loss, load_trainable, param_groups
 from animatch.runs import atomic_dir, write_run_files
 
 SHARDED = (DistributedType.DEEPSPEED, DistributedType.FSDP)
-QUANTIZATION_SKIP = ["multi_modal_projector", "vision_tower", "lm_head"]
-
-
-def answer_loss(model, batch: dict, device: torch.device) -> tuple[torch.Tensor, int]:
-    """(mean next-token cross-entropy over the answer tokens, their number). Logits are computed only at
-    positions where some row predicts an answer token: most of a judge example is prompt, and the
-    [batch, length, vocabulary] logits would dominate time and memory."""
-    labels = batch["labels"].to(device)
-    keep = (labels[:, 1:] != IGNORE_INDEX).any(dim=0).nonzero().squeeze(1)
-    logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
-                   pixel_values=batch["pixel_values"].to(device), logits_to_keep=keep, use_cache=False).logits
-    targets = labels[:, keep + 1]
-    loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(),
-                                             ignore_index=IGNORE_INDEX)
-    return loss, int((targets != IGNORE_INDEX).sum())
 
 
 def _check(cfg: JudgeTrainConfig) -> None:
     small = [flag for flag, v in (("--epochs", cfg.epochs), ("--batch-size", cfg.batch_size),
                                   ("--accum-steps", cfg.accum_steps), ("--lora-r", cfg.lora_r),
-                                  ("--log-every", cfg.log_every), ("--max-steps", cfg.max_steps or 1),
+                                  ("--log-every", cfg.log_every),
+                                  ("--max-steps", 1 if cfg.max_steps is None else cfg.max_steps),
                                   ("--description-tokens", cfg.description_tokens),
                                   ("--candidate-tokens", cfg.candidate_tokens)) if v < 1]
     if small:
@@ -89,81 +72,6 @@ def _check(cfg: JudgeTrainConfig) -> None:
         raise UserError(f"--resume: no resume state in {last}")
 
 
-def base_of(model):
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
-def projector_of(model) -> torch.nn.Module:
-    return base_of(model).model.multi_modal_projector
-
-
-def load_trainable(cfg: JudgeTrainConfig, device: torch.device, mixed: str):
-    """(model in train mode with exactly the weights of `cfg.method` trainable, processor)."""
-    from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
-
-    last = Path(cfg.out) / "last"
-    dtype = torch.float32 if cfg.method == "full" else {"bf16": torch.bfloat16, "fp16": torch.float16}.get(
-        mixed, torch.float32)
-    source = str(last) if cfg.resume and cfg.method == "full" else cfg.model
-    model, processor = load_llava(source, device=device, dtype=dtype, load_in_4bit=cfg.method == "qlora",
-                                  attn_implementation=cfg.attn_implementation,
-                                  skip_quantization=QUANTIZATION_SKIP if cfg.method == "qlora" else None)
-    if cfg.method != "full":
-        if cfg.method == "qlora":
-            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-        if cfg.resume:
-            load_projector(model, last)
-            model = PeftModel.from_pretrained(model, str(last), is_trainable=True)
-        else:
-            lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                              target_modules=cfg.lora_target_modules, bias="none")
-            try:
-                model = get_peft_model(model, lora)
-            except ValueError as e:
-                raise UserError(f"--lora-target-modules: {str(e).splitlines()[0]}") from None
-        projector_of(model).float()
-    model.requires_grad_(cfg.method == "full")
-    if cfg.method != "full":
-        for name, param in model.named_parameters():
-            param.requires_grad_("lora_" in name)
-    projector_of(model).requires_grad_(True)
-    base_of(model).model.vision_tower.requires_grad_(False)
-    if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    return model.train(), processor
-
-
-def param_groups(model, cfg: JudgeTrainConfig) -> list[dict]:
-    """AdamW groups: trained language-model weights (decayed / not), the projector at its own lr."""
-    projector = {id(p) for p in projector_of(model).parameters()}
-    decay, no_decay, proj = [], [], []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            (proj if id(p) in projector else no_decay if p.ndim < 2 or "norm" in name else decay).append(p)
-    groups = [{"params": decay, "lr": cfg.lr, "weight_decay": cfg.weight_decay},
-              {"params": no_decay, "lr": cfg.lr, "weight_decay": 0.0},
-              {"params": proj, "lr": cfg.projector_lr, "weight_decay": 0.0}]
-    return [g for g in groups if g["params"]]
-
-
-class TrainedWeights:
-    """What a checkpoint stores as its model: the PEFT adapter + projector, or the whole model (`full`).
-    `state_dict` is the gathered state under DeepSpeed/FSDP (the live parameters are shards there)."""
-
-    def __init__(self, model, state_dict: dict | None = None):
-        self.model, self.state_dict = model, state_dict
-
-    def save_pretrained(self, path, safe_serialization: bool = True) -> None:
-        self.model.save_pretrained(path, state_dict=self.state_dict, safe_serialization=safe_serialization)
-        if not hasattr(self.model, "peft_config"):
-            return
-        source = self.state_dict or {f"multi_modal_projector.{k}": v
-                                     for k, v in projector_of(self.model).state_dict().items()}
-        state = {k.split("multi_modal_projector.", 1)[1]: v.detach().cpu().contiguous()
-                 for k, v in source.items() if "multi_modal_projector." in k}
-        save_file(state, str(Path(path) / PROJECTOR_FILE), metadata=PROJECTOR_METADATA)
-
-
 class _Run:
     """The prepared model, optimizer, schedule and progress of one run, and its checkpoint/validation steps."""
 
@@ -178,7 +86,7 @@ class _Run:
         self.model, self.optimizer = acc.prepare(model, optimizer)
         self.progress = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "saved_step": None,
                          "validated_step": None, "skipped": {}, "bad_steps": 0}
-        self.val_loss: float | None = None
+        self.val_losses: dict[str, float] = {}
 
     def resume(self) -> None:
         last = self.out / "last"
@@ -215,14 +123,17 @@ class _Run:
         if not batches:
             return
         self.model.eval()
-        total, tokens = 0.0, 0
+        sums: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
         for batch in batches:
             with self.acc.autocast():
                 loss, n = answer_loss(self.model, batch, self.acc.device)
-            total, tokens = total + loss.item() * n, tokens + n
+            for key in ("loss", f"loss_{batch['kinds'][0]}"):
+                sums[key][0] += loss.item() * n
+                sums[key][1] += n
         self.model.train()
-        self.val_loss = total / tokens
-        _log(self.acc, self.out / "metrics.jsonl", {"step": self.progress["global_step"], "val/loss": self.val_loss})
+        self.val_losses = {key: total / n for key, (total, n) in sums.items()}
+        _log(self.acc, self.out / "metrics.jsonl", {"step": self.progress["global_step"],
+                                                    **{f"val/{k}": v for k, v in self.val_losses.items()}})
 
     def step(self, batch: dict) -> float | None:
         """Forward + backward of one micro-batch; on the last of a step also clip + optimizer step.
@@ -248,9 +159,13 @@ def _val_batches(cfg: JudgeTrainConfig, processor, records: list[dict]) -> list[
     if not records or cfg.max_eval_examples < 1:
         return []
     dataset = JudgeExampleDataset(records, cfg.data, processor, cfg, seed=cfg.seed + 1)
-    items = [dataset[i] for i in range(min(cfg.max_eval_examples, len(dataset)))]
+    by_kind = defaultdict(list)  # one kind per batch, so the loss of each task can be told apart
+    for i in range(min(cfg.max_eval_examples, len(dataset))):
+        item = dataset[i]
+        by_kind[item["kind"]].append(item)
     collate = ExampleCollator(_pad_id(processor))
-    return [collate(items[i:i + cfg.batch_size]) for i in range(0, len(items), cfg.batch_size)]
+    return [collate(items[i:i + cfg.batch_size]) for _, items in sorted(by_kind.items())
+            for i in range(0, len(items), cfg.batch_size)]
 
 
 def _pad_id(processor) -> int:
@@ -295,8 +210,11 @@ def run_judge_train(cfg: JudgeTrainConfig) -> int:
         batches = epoch_batches(len(dataset), cfg.batch_size, world=acc.num_processes, rank=acc.process_index,
                                 seed=cfg.seed, epoch=progress["epoch"])
         batches = batches[:len(batches) // cfg.accum_steps * cfg.accum_steps]
+        # Its own generator: iterating a DataLoader draws a seed, which would shift the global RNG (dropout)
+        # of a resumed run against an uninterrupted one.
         loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches[progress["step_in_epoch"] *
-                                             cfg.accum_steps:], collate_fn=collate, num_workers=cfg.workers)
+                                             cfg.accum_steps:], collate_fn=collate, num_workers=cfg.workers,
+                                             generator=torch.Generator().manual_seed(cfg.seed))
         for batch in loader:
             for _, reason in batch["skipped"]:
                 progress["skipped"][reason] = progress["skipped"].get(reason, 0) + 1
@@ -357,20 +275,20 @@ def _export(run: _Run, kinds: dict, seconds: float, examples: int) -> None:
     progress = run.progress
     summary = {"method": cfg.method, "steps": progress["global_step"], "epochs_completed": progress["epoch"],
                "seconds": round(seconds, 1), "examples_per_s": examples / seconds if seconds else None,
-               "trainable_parameters": trainable, "val_loss": run.val_loss, "examples_seen": kinds,
+               "trainable_parameters": trainable, "val_losses": run.val_losses, "examples_seen": kinds,
                "skipped_examples": progress["skipped"], "output": str(out / name),
                "merged": str(out / "merged") if cfg.merge else None}
     skipped = ", ".join(f"{n} {reason}" for reason, n in progress["skipped"].items()) or "none"
+    val = ", ".join(f"{k.removeprefix('loss_') if k != 'loss' else 'all'} {v:.4f}" for k, v in run.val_losses.items())
     use = f"animatch judge --model {cfg.model} --adapter {out / name}" if name == "adapter" else \
         f"animatch judge --model {out / name}"
     report = (f"# animatch judge-train\n\nModel `{cfg.model}`, method {cfg.method}, {progress['global_step']} steps "
               f"({seconds:.0f} s, {summary['examples_per_s'] or 0:.1f} examples/s), "
               f"{trainable / 1e6:.2f}M trainable parameters.\n\n"
               f"- examples seen: {', '.join(f'{n} {k}' for k, n in sorted(kinds.items())) or 'none'}\n"
-              f"- final validation loss (answer tokens): "
-              f"{'n/a' if run.val_loss is None else f'{run.val_loss:.4f}'}\n- skipped examples: {skipped}\n"
+              f"- final validation loss (answer tokens): {val or 'n/a'}\n- skipped examples: {skipped}\n"
               f"- output: `{out / name}` (use: `{use}`)" + (f"; merged checkpoint `{out / 'merged'}`" if cfg.merge
                                                            else "") + "\n- resume state: `last/`\n")
     write_run_files(out, metrics=summary, report=report)
-    print(f"judge-train: {progress['global_step']} steps, val loss "
-          f"{'n/a' if run.val_loss is None else f'{run.val_loss:.4f}'}, skipped examples: {skipped} -> {out / name}")
+    print(f"judge-train: {progress['global_step']} steps, validation loss {val or 'n/a'}, skipped examples: "
+          f"{skipped} -> {out / name}")

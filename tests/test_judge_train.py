@@ -1,0 +1,149 @@
+"""`animatch judge-train` on llava-tiny: LoRA lowers the loss and changes only LoRA + projector, the adapter
+reloads and `judge --adapter` uses it, `--merge` loads with from_pretrained, exact resume, full fine-tuning,
+user mistakes, and the shipped accelerate configs."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+from animatch.cli import main
+from animatch.config import JudgeTrainConfig
+from animatch.data.schema import load_split
+from animatch.judge.data import ExampleCollator, JudgeExampleDataset
+from animatch.judge.loading import load_judge_model
+from animatch.judge.trainable import answer_loss
+
+# Short texts and a constant learning rate: the schedule does not depend on --max-steps, so a run stopped
+# and resumed must end exactly where an uninterrupted one does.
+FAST = ["--batch-size", "2", "--accum-steps", "1", "--lr", "5e-3", "--projector-lr", "5e-3", "--workers", "0",
+        "--scheduler", "constant_with_warmup", "--warmup-ratio", "0", "--description-tokens", "40",
+        "--candidate-tokens", "32", "--max-eval-examples", "4", "--log-every", "2"]
+LORA = ["--lora-r", "8", "--lora-alpha", "16"]
+
+
+def train(llava_tiny_dir, synth_root, prepared_dir, out, *args) -> int:
+    return main(["judge-train", "--data", str(synth_root), "--split-dir", str(prepared_dir), "--model",
+                 str(llava_tiny_dir), "--out", str(out), *FAST, *map(str, args)])
+
+
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory, llava_tiny_dir, synth_root, prepared_dir) -> Path:
+    out = tmp_path_factory.mktemp("judge_train") / "run"
+    assert train(llava_tiny_dir, synth_root, prepared_dir, out, *LORA, "--max-steps", 6, "--save-every", 3,
+                 "--merge", "--report-to", "tensorboard") == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def fixed_batch(llava_tiny_dir, synth_root, prepared_dir):
+    processor = AutoProcessor.from_pretrained(str(llava_tiny_dir))
+    cfg = JudgeTrainConfig(data=str(synth_root), split_dir=str(prepared_dir), out="unused", description_tokens=40,
+                           candidate_tokens=32)
+    dataset = JudgeExampleDataset(load_split(prepared_dir, "train"), synth_root, processor, cfg, seed=cfg.seed)
+    return ExampleCollator(processor.tokenizer.pad_token_id)([dataset[i] for i in range(12)])
+
+
+def _loss(model, batch) -> float:
+    with torch.no_grad():
+        return answer_loss(model, batch, torch.device("cpu"))[0].item()
+
+
+def test_lora_lowers_the_loss_and_changes_only_lora_and_projector(lora_run, llava_tiny_dir, fixed_batch):
+    base = LlavaForConditionalGeneration.from_pretrained(str(llava_tiny_dir)).eval()
+    tuned, _ = load_judge_model(str(llava_tiny_dir), adapter=str(lora_run / "adapter"))
+    assert _loss(tuned, fixed_batch) < _loss(base, fixed_batch) - 0.2
+
+    adapter = load_file(str(lora_run / "adapter" / "adapter_model.safetensors"))
+    assert adapter and all("lora_" in k and "language_model" in k for k in adapter)
+    wrapped = {k.split(".lora_")[0].rsplit(".", 1)[1] for k in adapter}
+    assert wrapped == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    before, after = base.state_dict(), tuned.state_dict()
+    assert before.keys() == after.keys()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert {k for k in before if "multi_modal_projector" in k} <= changed  # fully trained
+    assert not any("vision_tower" in k for k in changed)
+    assert all(k.endswith(("_proj.weight",)) and "language_model" in k or "multi_modal_projector" in k
+               for k in changed)  # merged LoRA deltas land on the wrapped projections only
+
+
+def test_adapter_reloads_and_judge_uses_it(lora_run, llava_tiny_dir, fixtures_dir, capsys):
+    projector = load_file(str(lora_run / "adapter" / "mm_projector.safetensors"))
+    model, _ = load_judge_model(str(llava_tiny_dir), adapter=str(lora_run / "adapter"))
+    for name, value in model.model.multi_modal_projector.state_dict().items():
+        assert torch.equal(value, projector[name])
+    image = sorted((fixtures_dir / "images").rglob("*.png"))[0]
+    assert main(["judge", "--model", str(llava_tiny_dir), "--adapter", str(lora_run / "adapter"), "--image",
+                 str(image), "--text", "A girl with long white hair.", "--json", "--max-description-tokens", "4",
+                 "--max-analysis-tokens", "4"]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] in ("ok", "unparsed")
+
+
+def test_merged_checkpoint_loads_with_from_pretrained(lora_run, llava_tiny_dir, fixed_batch):
+    merged = LlavaForConditionalGeneration.from_pretrained(str(lora_run / "merged")).eval()
+    assert AutoProcessor.from_pretrained(str(lora_run / "merged")).tokenizer is not None
+    tuned, _ = load_judge_model(str(llava_tiny_dir), adapter=str(lora_run / "adapter"))
+    assert _loss(merged, fixed_batch) == pytest.approx(_loss(tuned, fixed_batch), abs=1e-5)
+
+
+def test_run_files_and_exact_resume(lora_run, llava_tiny_dir, synth_root, prepared_dir, tmp_path):
+    rows = [json.loads(line) for line in (lora_run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == [2, 4, 6] and any("val/loss" in r for r in rows)
+    summary = json.loads((lora_run / "metrics.json").read_text())
+    assert summary["steps"] == 6 and summary["method"] == "lora" and sum(summary["examples_seen"].values()) == 12
+    assert (lora_run / "config.yaml").is_file() and "adapter" in (lora_run / "report.md").read_text()
+    assert list(lora_run.rglob("events.out.tfevents.*"))
+    assert (lora_run / "last" / "trainer_state" / "optimizer.safetensors").is_file()
+
+    out = tmp_path / "run"  # stopped after 3 steps, then resumed to 6: the same weights as never stopping
+    assert train(llava_tiny_dir, synth_root, prepared_dir, out, *LORA, "--max-steps", 3) == 0
+    assert train(llava_tiny_dir, synth_root, prepared_dir, out, *LORA, "--max-steps", 6) == 2  # no --resume
+    assert train(llava_tiny_dir, synth_root, prepared_dir, out, *LORA, "--max-steps", 6, "--resume") == 0
+    for name in ("adapter_model.safetensors", "mm_projector.safetensors"):
+        resumed, straight = load_file(str(out / "adapter" / name)), load_file(str(lora_run / "adapter" / name))
+        assert resumed.keys() == straight.keys()
+        for k in straight:
+            torch.testing.assert_close(resumed[k], straight[k], rtol=1e-5, atol=1e-6)
+
+
+def test_full_method_trains_language_model_and_projector(llava_tiny_dir, synth_root, prepared_dir, tmp_path):
+    assert train(llava_tiny_dir, synth_root, prepared_dir, tmp_path / "run", "--method", "full", "--max-steps", 2,
+                 "--lr", "1e-3", "--report-to", "none") == 0
+    base = LlavaForConditionalGeneration.from_pretrained(str(llava_tiny_dir)).state_dict()
+    tuned = LlavaForConditionalGeneration.from_pretrained(str(tmp_path / "run" / "model")).state_dict()
+    changed = {k for k in base if not torch.equal(base[k], tuned[k])}
+    assert not any("vision_tower" in k for k in changed)
+    assert any("multi_modal_projector" in k for k in changed) and any("lm_head" in k for k in changed)
+    assert any("language_model.layers.1.mlp" in k for k in changed)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--method", "qlora"], "CUDA"),
+    (["--method", "full", "--merge"], "--merge"),
+    (["--resume"], "no resume state"),
+    (["--negative-score", "9"], "--negative-score"),
+    (["--lora-target-modules", "(unclosed"], "regex"),
+])
+def test_user_mistakes_are_one_line_errors(llava_tiny_dir, synth_root, prepared_dir, tmp_path, capsys, args,
+                                           message):
+    assert train(llava_tiny_dir, synth_root, prepared_dir, tmp_path / "run", *args) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_shipped_accelerate_configs_parse():
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    folder = resources.files("animatch") / "accelerate_configs"
+    configs = {p.name: ClusterConfig.from_yaml_file(str(p)) for p in folder.iterdir() if p.name.endswith(".yaml")}
+    kinds = {name: str(c.distributed_type) for name, c in configs.items()}
+    assert "MULTI_GPU" in " ".join(kinds.values()) and "DEEPSPEED" in " ".join(kinds.values())
+    stages = {c.deepspeed_config.get("zero_stage") for c in configs.values() if c.deepspeed_config}
+    assert {2, 3} <= stages
+    assert all(c.num_processes >= 2 for c in configs.values())
