@@ -35,7 +35,7 @@ def main() -> None:
 
     t0 = time.perf_counter()
     run("synth", "--out", root, "--n", args.n, "--seed", 0)
-    run("prepare", "--data", root, "--out", prepared, "--val-fraction", 0.03, "--test-fraction", 0.08)
+    run("prepare", "--data", root, "--out", prepared, "--val-fraction", 0.03, "--test-fraction", 0.1)
     run("init-model", "clip-tiny", "--out", model)
     t_data = time.perf_counter() - t0
     run("eval", "--data", root, "--split-dir", prepared, "--model", model, "--out", out / "eval_before")

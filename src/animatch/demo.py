@@ -10,6 +10,7 @@ the commands users run. `--quick` shrinks data and steps for the CI smoke test (
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 from pathlib import Path
@@ -116,7 +117,9 @@ def run_demo(cfg: DemoConfig) -> int:
 
 def _write_report(out: Path, table: str, timings: list[tuple[str, float]], total: float) -> None:
     timing_rows = [{"step": title, "seconds": seconds} for title, seconds in timings]
-    judge_md = (out / "judge_eval" / "judge_eval.md").read_text()
+    # The judge-eval report links its files relative to its own dir; re-root them under judge_eval/.
+    judge_md = re.sub(r"\]\((?!https?:|/)([^)]+)\)", r"](judge_eval/\1)",
+                      re.sub(r"(?m)^# ", "### ", (out / "judge_eval" / "judge_eval.md").read_text()))
     report = f"""# animatch demo
 
 Everything below ran offline on synthetic data in {total:.0f} s.

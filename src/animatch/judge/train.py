@@ -193,6 +193,7 @@ def run_judge_train(cfg: JudgeTrainConfig) -> int:
                         f"({per_step} = processes x --batch-size x --accum-steps)")
     total_steps = cfg.max_steps or cfg.epochs * (len(dataset) // per_step)
     run = _Run(cfg, acc, model, processor, total_steps)
+    del model  # the run holds the prepared model; no other reference may keep it alive for --merge
     if cfg.resume:
         run.resume()
     if acc.is_main_process:
@@ -267,7 +268,9 @@ def _export(run: _Run, kinds: dict, seconds: float, examples: int) -> None:
         return
     save_checkpoint(out / name, weights, run.processor)
     trainable = sum(p.numel() for p in weights.model.parameters() if p.requires_grad)
-    if cfg.merge:
+    if cfg.merge:  # free the training copy first: merging loads the base again
+        weights = run.model = run.optimizer = None
+        run.acc.free_memory()
         merged, processor = load_judge_model(cfg.model, adapter=str(out / "adapter"))
         with atomic_dir(out / "merged") as tmp:
             merged.save_pretrained(tmp)
