@@ -16,10 +16,10 @@ from animatch.data.schema import load_split
 from animatch.judge import prompts
 from animatch.judge.data import (
     IGNORE_INDEX,
-    anonymise,
     ExampleCollator,
     ExampleEncoder,
     JudgeExampleDataset,
+    anonymise,
     join_within,
     plan_epoch,
     split_sentences,

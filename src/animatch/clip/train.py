@@ -34,7 +34,7 @@ from animatch.runs import write_run_files
 MAX_LOGIT_SCALE = math.log(100.0)  # CLIP's clamp: a larger temperature scale destabilises training
 
 
-def _mixed_precision(choice: str) -> str:
+def resolve_mixed_precision(choice: str) -> str:
     if choice != "auto":
         return choice
     if not torch.cuda.is_available():
@@ -127,7 +127,7 @@ def run_train(cfg: TrainConfig) -> int:
         raise UserError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
     if cfg.resume and not has_resume_state(out / "last"):
         raise UserError(f"--resume: no resume state in {out / 'last'}")
-    acc = Accelerator(mixed_precision=_mixed_precision(cfg.mixed_precision),
+    acc = Accelerator(mixed_precision=resolve_mixed_precision(cfg.mixed_precision),
                       log_with=None if cfg.report_to == "none" else cfg.report_to, project_dir=str(out))
     set_seed(cfg.seed)
     model, processor = load_clip(str(out / "last") if cfg.resume else cfg.model)
@@ -187,7 +187,8 @@ def run_train(cfg: TrainConfig) -> int:
             is_best = best is None or last_val["mean_recall"] > best
             if is_best:
                 progress["best_metric"] = last_val["mean_recall"]
-            _log(acc, metrics_file, {"step": progress["global_step"], **{f"val/{k}": v for k, v in last_val.items()}})
+            val_row = {f"val/{k}": v for k, v in last_val.items()}
+            log_metrics(acc, metrics_file, {"step": progress["global_step"], **val_row})
             save(is_best, last_val)
             trainer.raw_model.train()
         acc.wait_for_everyone()
@@ -216,10 +217,10 @@ def run_train(cfg: TrainConfig) -> int:
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}",
                                 samples_s=f"{samples / (time.perf_counter() - started):.0f}")
             if progress["global_step"] % cfg.log_every == 0 or progress["global_step"] == total_steps:
-                _log(acc, metrics_file, {"step": progress["global_step"], "epoch": progress["epoch"], "loss": loss,
-                                         "lr": scheduler.get_last_lr()[0],
-                                         "logit_scale": trainer.raw_model.logit_scale.exp().item(),
-                                         "samples_per_s": samples / (time.perf_counter() - started)})
+                log_metrics(acc, metrics_file, {
+                    "step": progress["global_step"], "epoch": progress["epoch"], "loss": loss,
+                    "lr": scheduler.get_last_lr()[0], "logit_scale": trainer.raw_model.logit_scale.exp().item(),
+                    "samples_per_s": samples / (time.perf_counter() - started)})
             if cfg.eval_every and progress["global_step"] % cfg.eval_every == 0:
                 validate()
             if progress["global_step"] >= total_steps:
@@ -240,7 +241,7 @@ def run_train(cfg: TrainConfig) -> int:
     return 0
 
 
-def _log(acc: Accelerator, path: Path, row: dict) -> None:
+def log_metrics(acc: Accelerator, path: Path, row: dict) -> None:
     if acc.is_main_process:
         with open(path, "a") as f:
             f.write(json.dumps(row) + "\n")

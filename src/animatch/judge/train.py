@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from animatch.clip.checkpoint import STATE_DIR, has_resume_state, load_resume_state, save_checkpoint
-from animatch.clip.train import _log, _mixed_precision
+from animatch.clip.train import log_metrics, resolve_mixed_precision
 from animatch.config import JudgeTrainConfig
 from animatch.data.datasets import epoch_batches
 from animatch.data.schema import load_split
@@ -132,7 +132,7 @@ class _Run:
                 sums[key][1] += n
         self.model.train()
         self.val_losses = {key: total / n for key, (total, n) in sums.items()}
-        _log(self.acc, self.out / "metrics.jsonl", {"step": self.progress["global_step"],
+        log_metrics(self.acc, self.out / "metrics.jsonl", {"step": self.progress["global_step"],
                                                     **{f"val/{k}": v for k, v in self.val_losses.items()}})
 
     def step(self, batch: dict) -> float | None:
@@ -176,7 +176,7 @@ def _pad_id(processor) -> int:
 def run_judge_train(cfg: JudgeTrainConfig) -> int:
     _check(cfg)
     out = Path(cfg.out)
-    mixed = _mixed_precision(cfg.mixed_precision)
+    mixed = resolve_mixed_precision(cfg.mixed_precision)
     acc = Accelerator(mixed_precision=mixed, gradient_accumulation_steps=cfg.accum_steps, project_dir=str(out),
                       log_with=None if cfg.report_to == "none" else cfg.report_to)
     set_seed(cfg.seed)
@@ -233,7 +233,7 @@ def run_judge_train(cfg: JudgeTrainConfig) -> int:
             bar.set_postfix(loss=f"{window[-1]:.4f}", lr=f"{run.scheduler.get_last_lr()[0]:.2e}")
             if step % cfg.log_every == 0 or step == total_steps:
                 loss = acc.reduce(torch.tensor(sum(window) / len(window), device=acc.device), "mean").item()
-                _log(acc, out / "metrics.jsonl", {"step": step, "epoch": progress["epoch"], "loss": loss,
+                log_metrics(acc, out / "metrics.jsonl", {"step": step, "epoch": progress["epoch"], "loss": loss,
                                                   "lr": run.scheduler.get_last_lr()[0],
                                                   "examples_per_s": examples / (time.perf_counter() - started)})
                 window = []
