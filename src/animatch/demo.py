@@ -20,7 +20,7 @@ from animatch.errors import UserError
 from animatch.runs import atomic_write_text, markdown_table
 
 # (characters, CLIP steps, CLIP batch, judge steps, judge-eval characters) per mode; sized for 2 CPU cores.
-SIZES = {"full": (2000, 240, 64, 150, 24), "quick": (600, 70, 48, 10, 4)}
+SIZES = {"full": (2000, 240, 64, 80, 24), "quick": (600, 70, 48, 10, 4)}
 RECALLS = ("i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10")
 
 
