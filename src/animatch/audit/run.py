@@ -97,25 +97,16 @@ def _trim_rescore(model: Any, processor: Any, cache: Any, image_emb: torch.Tenso
 
 def run_audit(cfg: AuditConfig, judge: Any = None) -> int:
     """Run the audit; `judge` (an object with `analyze_batch`) replaces the one --judge-model would load."""
-    from accelerate import PartialState
-    from accelerate.utils import parse_flag_from_env
-
-    from animatch.clip.cache import EmbeddingCache
     from animatch.clip.embed import embed_texts
-    from animatch.clip.match import embed_sharded
+    from animatch.clip.match import embed_sharded, open_sharded_clip
     from animatch.data.prepare import title_key
-    from animatch.models.hub import load_clip
 
     _check(cfg)
     records, skipped, source = load_records(cfg)
     if len(records) < 2:
         raise UserError(f"need at least 2 records with an appearance text to audit, {source} has {len(records)}")
-    # Without cpu=True, accelerate ignores a CPU multi-process launch (ACCELERATE_USE_CPU) and runs N copies.
-    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available()
-                         or str(cfg.device).startswith("cpu"))
     started = time.perf_counter()
-    model, processor = load_clip(cfg.model, device=cfg.device or state.device)
-    cache = EmbeddingCache(Path(cfg.cache_dir).expanduser(), model, processor) if cfg.cache else None
+    state, model, processor, cache = open_sharded_clip(cfg)
     root = Path(cfg.data)
     image_emb, ok, failures, cache_stats = embed_sharded(cfg, model, processor, [root / r["file_name"]
                                                                                   for r in records], cache, state)

@@ -110,15 +110,27 @@ def embed_sharded(cfg: MatchConfig, model: Any, processor: Any, paths: list[Path
     return emb, ok_indices, failures, stats
 
 
-def run_match(cfg: MatchConfig) -> int:
+def open_sharded_clip(cfg: Any) -> tuple[Any, Any, Any, Any]:
+    """(process state, model, processor, embedding cache or None) for a job that shards images across the
+    processes of `accelerate launch`; `cfg` has model, device, cache and cache_dir."""
     from accelerate import PartialState
     from accelerate.utils import parse_flag_from_env
 
     from animatch.clip.cache import EmbeddingCache
+    from animatch.models.hub import load_clip
+
+    # Without cpu=True, accelerate ignores a CPU multi-process launch (ACCELERATE_USE_CPU) and runs N copies.
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available()
+                         or str(cfg.device).startswith("cpu"))
+    model, processor = load_clip(cfg.model, device=cfg.device or state.device)
+    cache = EmbeddingCache(Path(cfg.cache_dir).expanduser(), model, processor) if cfg.cache else None
+    return state, model, processor, cache
+
+
+def run_match(cfg: MatchConfig) -> int:
     from animatch.clip.embed import embed_chunked, embed_texts
     from animatch.clip.heatmap import write_heatmaps
     from animatch.data.images import list_image_files
-    from animatch.models.hub import load_clip
 
     if (cfg.metadata is None) == (cfg.texts is None):
         raise UserError("give exactly one of --metadata or --texts")
@@ -133,12 +145,8 @@ def run_match(cfg: MatchConfig) -> int:
     if not candidates:
         raise UserError(f"no usable candidates in {cfg.metadata or cfg.texts}")
 
-    # Without cpu=True, accelerate ignores a CPU multi-process launch (ACCELERATE_USE_CPU) and runs N copies.
-    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available()
-                         or str(cfg.device).startswith("cpu"))
     started = time.perf_counter()
-    model, processor = load_clip(cfg.model, device=cfg.device or state.device)
-    cache = EmbeddingCache(Path(cfg.cache_dir).expanduser(), model, processor) if cfg.cache else None
+    state, model, processor, cache = open_sharded_clip(cfg)
     emb, ok_indices, failures, stats = embed_sharded(cfg, model, processor, paths, cache, state)
     if not state.is_main_process:
         return 0
