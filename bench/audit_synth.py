@@ -18,14 +18,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from common import run  # bench/common.py (scripts run as bench/NAME.py)
+
 from animatch.audit.corrupt import corrupt_records
-from animatch.cli import main as animatch
-
-
-def run(*args: object) -> None:
-    code = animatch([str(a) for a in args])
-    if code:
-        raise SystemExit(f"animatch {args[0]} failed with exit code {code}")
 
 
 def jsonl(path: Path) -> list[dict]:

@@ -20,22 +20,13 @@ import argparse
 import json
 import os
 import shutil
-import time
 from pathlib import Path
 
-from animatch.cli import main as animatch
+from common import run  # bench/common.py (scripts run as bench/NAME.py)
 
 MEASURES = [("accuracy", "accuracy"), ("roc_auc", "ROC-AUC"), ("unparsed_rate", "unparsed"),
             ("keyword_recall", "Recall@5"), ("blind_guess_recall", "blind"), ("bleu", "BLEU-4"),
             ("rouge_l", "ROUGE-L"), ("semantic_cosine", "cosine")]
-
-
-def run(*args) -> float:
-    start = time.perf_counter()
-    code = animatch([str(a) for a in args])
-    if code:
-        raise SystemExit(f"animatch {args[0]} failed with exit code {code}")
-    return time.perf_counter() - start
 
 
 def main() -> None:

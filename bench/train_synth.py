@@ -13,13 +13,7 @@ import shutil
 import time
 from pathlib import Path
 
-from animatch.cli import main as animatch
-
-
-def run(*args: str) -> None:
-    code = animatch([str(a) for a in args])
-    if code:
-        raise SystemExit(f"animatch {args[0]} failed with exit code {code}")
+from common import run  # bench/common.py (scripts run as bench/NAME.py)
 
 
 def main() -> None:

@@ -18,11 +18,9 @@ def records(synth_root):
 
 
 @pytest.fixture(scope="module")
-def index_dir(synth_root, clip_matched_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("index") / "index"
-    assert main(["index", "--data", str(synth_root), "--model", str(clip_matched_dir), "--out", str(out),
-                 "--workers", "0", "--no-cache"]) == 0
-    return out
+def index_dir(synth_index_dir):
+    """The session's synth index (conftest), read-only here."""
+    return synth_index_dir
 
 
 def _search_json(capsys, *args) -> list[dict]:
