@@ -65,9 +65,14 @@ def test_texts_truncate_dedupe_and_pool(clip):
     assert torch.allclose(alone[0], emb[0], atol=1e-5)
 
     chunks = [["red hair", "blue eyes", "a hat"], ["a kimono"]]
-    pooled = embed_chunked(model, processor, chunks)
+    bare = embed_chunked(model, processor, chunks, windows=False)
     parts = embed_texts(model, processor, ["red hair", "blue eyes", "a hat", "a kimono"])
     expected = torch.nn.functional.normalize(torch.stack([parts[:3].mean(0), parts[3]]), dim=1)
+    assert torch.allclose(bare, expected, atol=1e-5)
+    pooled = embed_chunked(model, processor, chunks)  # views: each chunk followed by the others, wrapping
+    views = embed_texts(model, processor, ["red hair blue eyes a hat", "blue eyes a hat red hair",
+                                           "a hat red hair blue eyes", "a kimono"])
+    expected = torch.nn.functional.normalize(torch.stack([views[:3].mean(0), views[3]]), dim=1)
     assert torch.allclose(pooled, expected, atol=1e-5)
     _unit_float32_cpu(pooled)
     with pytest.raises(ValueError, match="no text chunks"):

@@ -57,8 +57,8 @@ def test_short_run_learns_and_writes_checkpoints(synth_root, prepared_dir, clip_
                  "--baseline", str(clip_tiny_dir), "--out", str(eval_out), "--workers", "0"]) == 0
     result = json.loads((eval_out / "eval.json").read_text())
     for role in ("model", "baseline"):
-        assert set(result[role]) >= {"accuracy", "in_batch_accuracy", "pooled", "truncated", "chunks", "cosine",
-                                     "bleu", "rouge_l"}
+        assert set(result[role]) >= {"accuracy", "in_batch_accuracy", "pooled", "chunk_pooled", "truncated",
+                                     "chunks", "cosine", "bleu", "rouge_l"}
     for name in ("eval.md", "similarity_hist.png", "recall_at_k.png", "config.yaml"):
         assert (eval_out / name).is_file()
 

@@ -9,6 +9,7 @@ import pytest
 from animatch.data.text import (
     SINGLE_TOKEN_WORDS,
     appearance_chunks,
+    chunk_windows,
     clean_text,
     estimate_clip_tokens,
     non_appearance_reason,
@@ -123,3 +124,9 @@ def test_chunks_with_a_custom_counter_and_a_real_tokenizer(tmp_path):
     assert len(chunks) >= 3 and all(count(c) <= 30 for c in chunks)
     with pytest.raises(UserError, match="cannot load tokenizer"):
         tokenizer_token_counter(str(tmp_path / "missing"))
+
+
+def test_chunk_windows_start_at_every_chunk_and_wrap_round():
+    assert chunk_windows(["A.", "B.", "C."]) == ["A. B. C.", "B. C. A.", "C. A. B."]
+    assert chunk_windows(["Only one."]) == ["Only one."]
+    assert chunk_windows([]) == []

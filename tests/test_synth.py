@@ -92,6 +92,7 @@ def test_appearance_states_attributes_and_personality_does_not():
         assert any(w in text for w in COLOR_WORDS[a["hair_color"]]), text
         assert any(w in text for w in COLOR_WORDS[a["eye_color"]]), text
         assert not re.search(r"\b(hair|eyes|wears|dress)\b", r["personality"])
+        assert not re.search(r"(\w+)-\1\b|colored-colored", text), text  # no doubled words from templates
         lengths.append(len(text.split()))
         sentences = appearance_sentences(a, rng, r["character"], "she")
         stated = {name for s in sentences for name in s.attributes}

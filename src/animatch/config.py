@@ -95,7 +95,11 @@ class TrainConfig:
     lr: float = opt(1e-5, "peak learning rate (AdamW)")
     weight_decay: float = opt(0.05, "AdamW weight decay (never on biases, norms or logit_scale)")
     eta_min: float = opt(1e-6, "final learning rate of the cosine schedule")
-    warmup_steps: int = opt(0, "linear warmup steps before the cosine decay")
+    warmup_steps: int = opt(0, "linear warmup steps before the decay")
+    lr_schedule: str = opt("cosine", "cosine: anneal to eta_min over the whole run (the reference); wsd: warmup, "
+                                     "hold the peak, decay linearly over the last --decay-fraction",
+                           choices=("cosine", "wsd"))
+    decay_fraction: float = opt(0.3, "wsd: fraction of the steps spent decaying to eta_min")
     max_grad_norm: float = opt(1.0, "gradient clipping max norm (0 disables)")
     mixed_precision: str = opt("auto", "autocast dtype; auto: bf16 on GPUs that have it, else fp16 (with a "
                                        "GradScaler) on GPU, no on CPU", choices=("auto", "no", "fp16", "bf16"))
@@ -106,6 +110,9 @@ class TrainConfig:
     gather_with_grad: bool = opt(True, "global negatives: gather features from all processes with gradients")
     crop_scale: float = opt(0.8, "smallest area fraction of the random resized crop (training only)")
     hflip: bool = opt(True, "random horizontal flip (training only)")
+    text_sampling: str = opt("window", "training text of a pair: from a random appearance chunk on, as much as "
+                                       "fits in 77 tokens (window), or that chunk alone (chunk)",
+                             choices=("window", "chunk"))
     seed: int = opt(42, "seed of shuffling, augmentation, chunk sampling and initialisation")
     workers: int = opt(2, "data-loading worker processes per training process")
     eval_every: Optional[int] = opt(None, "validate every N optimizer steps (default: at the end of every epoch)")

@@ -5,7 +5,7 @@ processor's own eval transform: resize, centre crop, normalise), runs the vision
 `torch.inference_mode()` (autocast to bf16/fp16 on CUDA only) and reports unreadable files as
 `(path, reason)` instead of raising. `embed_texts` tokenises with the processor's tokenizer (padding,
 truncation at the model's 77 positions); `embed_chunked` mean-pools the normalised embeddings of each
-item's chunks (long appearance texts). Every result is an L2-normalised float32 CPU tensor. With an
+item's views (long appearance texts: `chunk_windows` of its chunks). Every result is an L2-normalised float32 CPU tensor. With an
 `animatch.clip.cache.EmbeddingCache`, only inputs missing from the cache are embedded.
 """
 
@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from animatch.data.images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
+from animatch.data.text import chunk_windows
 
 # New cache entries are written every this many embeddings, so an interrupted run keeps most of its work.
 CACHE_FLUSH_EVERY = 4096
@@ -172,11 +173,15 @@ def embed_texts(model: Any, processor: Any, texts: Sequence[str], *, batch_size:
 
 def embed_chunked(model: Any, processor: Any, chunks_per_item: Sequence[Sequence[str]], *,
                   batch_size: int = 256, device: str | torch.device | None = None, cache: Any = None,
-                  progress: bool = False) -> torch.Tensor:
-    """One embedding per item: the renormalised mean of its chunks' normalised embeddings. Returns [N, D]."""
+                  progress: bool = False, windows: bool = True) -> torch.Tensor:
+    """One embedding per item: the renormalised mean of the normalised embeddings of its views, which are
+    `chunk_windows` of its chunks (the views training samples), or the bare chunks with `windows=False`.
+    Returns [N, D]."""
     for n, chunks in enumerate(chunks_per_item):
         if not chunks:
             raise ValueError(f"item {n} has no text chunks")
+    if windows:
+        chunks_per_item = [chunk_windows(list(chunks)) for chunks in chunks_per_item]
     flat = [c for chunks in chunks_per_item for c in chunks]
     emb = embed_texts(model, processor, flat, batch_size=batch_size, device=device, cache=cache,
                       progress=progress)

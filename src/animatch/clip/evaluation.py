@@ -3,9 +3,10 @@
 For a split: (1) cross-modal matching accuracy, over all candidates and in batches of the reference's
 training batch size; (2) Recall@1/5/10 both ways with mean/median rank; (3) cosine similarity of matched
 vs unmatched pairs and their gap; (4) BLEU-4 / ROUGE-L between the appearance text retrieved for each
-image and its own. Texts are evaluated three ways: chunk-pooled (the default representation: mean of the
-normalised chunk embeddings), truncated (the full appearance cut at 77 tokens) and per chunk (every chunk
-a separate candidate; a hit if any of the character's chunks is in the top k, as CLIP_benchmark does).
+image and its own. Texts are evaluated four ways: pooled (the default representation: mean of the
+normalised embeddings of the character's `chunk_windows`, the views training samples), chunk-pooled (mean
+over the bare chunks), truncated (the full appearance cut at 77 tokens) and per chunk (every chunk a
+separate candidate; a hit if any of the character's chunks is in the top k, as CLIP_benchmark does).
 Images that fail to load are excluded and listed. Each split is embedded once per model.
 """
 
@@ -47,6 +48,9 @@ def embed_split(model, processor, records: list[dict], root: str | Path, *, batc
     n = np.arange(len(kept))
     if "pooled" in modes:
         texts["pooled"] = (embed_chunked(model, processor, [_chunks(r) for r in kept], batch_size=batch_size), n)
+    if "chunk_pooled" in modes:
+        texts["chunk_pooled"] = (embed_chunked(model, processor, [_chunks(r) for r in kept], batch_size=batch_size,
+                                               windows=False), n)
     if "truncated" in modes:
         texts["truncated"] = (embed_texts(model, processor, [r["appearance"] for r in kept], batch_size=batch_size), n)
     if "chunks" in modes:
@@ -74,7 +78,7 @@ def evaluate_model(model_id: str, records: list[dict], cfg: EvalConfig) -> tuple
     """All four measures for one model; returns (metrics, plot data)."""
     model, processor = load_clip(model_id)
     emb = embed_split(model, processor, records, cfg.data, batch_size=cfg.batch_size, workers=cfg.workers,
-                      modes=("pooled", "truncated", "chunks"))
+                      modes=("pooled", "chunk_pooled", "truncated", "chunks"))
     kept = emb["records"]
     if len(kept) < 2:
         raise UserError(f"only {len(kept)} image(s) of the {cfg.split} split could be loaded; need at least 2")
@@ -145,13 +149,14 @@ def run_eval(cfg: EvalConfig) -> int:
     _plot(plots, out)
     rows = [_summary_row(role, m) for role, m in results.items()]
     modes = [{"model": role, "texts": mode, **{k: m[mode][k] for k in RECALL_KEYS}}
-             for role, m in results.items() for mode in ("pooled", "truncated", "chunks")]
+             for role, m in results.items() for mode in ("pooled", "chunk_pooled", "truncated", "chunks")]
     m = results["model"]
     report = (f"# animatch eval ({cfg.split} split, {m['n_characters']} characters)\n\n"
               + "\n".join(f"- {role}: `{mid}`" for role, mid in models.items())
               + f"\n- images that failed to load: {m['n_failed_images']}\n\n"
-              f"## Summary (chunk-pooled appearance texts)\n\n{markdown_table(rows, floatfmt='.3f')}\n\n"
-              f"## Long texts: chunk pooling vs first-77-token truncation vs per-chunk candidates\n\n"
+              f"## Summary (pooled appearance texts: the mean over a character's chunk windows)\n\n{markdown_table(rows, floatfmt='.3f')}\n\n"
+              f"## Long texts: window pooling (pooled) vs chunk pooling vs first-77-token truncation vs per-chunk "
+              f"candidates\n\n"
               f"{markdown_table(modes, floatfmt='.3f')}\n\n![similarity](similarity_hist.png) "
               f"![recall](recall_at_k.png)\n")
     write_run_files(out, cfg, report=report, report_name="eval.md")

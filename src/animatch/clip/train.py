@@ -1,10 +1,11 @@
 """`animatch train`: contrastive fine-tuning of CLIP with accelerate (CPU, one GPU, many GPUs or nodes).
 
 The recipe is the reference project's (AdamW with decoupled weight decay, cosine to `eta_min`, clipping
-at 1.0, mixed precision) plus what it lacked: global negatives across processes (`ClipLoss`), an exact
+at 1.0, mixed precision; `--lr-schedule wsd` holds the peak rate and decays linearly at the end instead,
+which suits short from-scratch runs) plus what it lacked: global negatives across processes (`ClipLoss`), an exact
 loss under gradient accumulation (features of all micro-batches are cached without gradients, then each
-micro-batch is recomputed with gradients against the cached rest, as OpenCLIP does), chunk sampling for
-long appearances, validation recall with a `best/` checkpoint, and exact resume from `last/`.
+micro-batch is recomputed with gradients against the cached rest, as OpenCLIP does), chunk-window sampling
+for long appearances, validation recall with a `best/` checkpoint, and exact resume from `last/`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
-from transformers import get_cosine_with_min_lr_schedule_with_warmup
+from transformers import get_cosine_with_min_lr_schedule_with_warmup, get_wsd_schedule
 
 from animatch.clip.checkpoint import has_resume_state, load_resume_state, save_checkpoint
 from animatch.clip.evaluation import validation_metrics
@@ -127,6 +128,8 @@ def run_train(cfg: TrainConfig) -> int:
         raise UserError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
     if cfg.resume and not has_resume_state(out / "last"):
         raise UserError(f"--resume: no resume state in {out / 'last'}")
+    if not 0 < cfg.decay_fraction <= 1:
+        raise UserError(f"--decay-fraction must be in (0, 1], got {cfg.decay_fraction}")
     acc = Accelerator(mixed_precision=resolve_mixed_precision(cfg.mixed_precision),
                       log_with=None if cfg.report_to == "none" else cfg.report_to, project_dir=str(out))
     set_seed(cfg.seed)
@@ -149,8 +152,12 @@ def run_train(cfg: TrainConfig) -> int:
     total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
 
     trainer = Trainer(cfg, acc, model, processor)
-    scheduler = get_cosine_with_min_lr_schedule_with_warmup(trainer.optimizer, cfg.warmup_steps, total_steps,
-                                                            min_lr=cfg.eta_min)
+    if cfg.lr_schedule == "wsd":
+        scheduler = get_wsd_schedule(trainer.optimizer, cfg.warmup_steps, round(cfg.decay_fraction * total_steps),
+                                     total_steps, decay_type="linear", min_lr_ratio=cfg.eta_min / cfg.lr)
+    else:
+        scheduler = get_cosine_with_min_lr_schedule_with_warmup(trainer.optimizer, cfg.warmup_steps, total_steps,
+                                                                min_lr=cfg.eta_min)
     progress = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "validated_step": None, "best_metric": None,
                 "skipped": {}}
     if cfg.resume:
@@ -162,7 +169,7 @@ def run_train(cfg: TrainConfig) -> int:
         acc.init_trackers("animatch-train", config={k: str(v) for k, v in vars(cfg).items()})
 
     dataset = PairDataset(train_records, cfg.data, processor.image_processor, train=True, seed=cfg.seed,
-                          crop_scale=cfg.crop_scale, hflip=cfg.hflip)
+                          crop_scale=cfg.crop_scale, hflip=cfg.hflip, text_sampling=cfg.text_sampling)
     collator = PairCollator(processor.tokenizer, model.config.text_config.max_position_embeddings)
     metrics_file = out / "metrics.jsonl"
     bar = tqdm(total=total_steps, initial=progress["global_step"], desc="train", disable=not acc.is_main_process)

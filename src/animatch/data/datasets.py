@@ -1,4 +1,8 @@
-"""Training data for CLIP: one (augmented image, sampled appearance chunk) pair per character.
+"""Training data for CLIP: one (augmented image, sampled appearance text) pair per character.
+
+The text of a training pair starts at a randomly chosen appearance chunk: with `text_sampling="window"`
+(the default) it is `chunk_windows`' view from there, as much of the appearance as fits in 77 tokens;
+with "chunk" it is that chunk alone.
 
 Everything random here is derived from (seed, epoch, index), never from a worker's global RNG, so an
 epoch yields the same pairs whatever the number of workers or processes, and a resumed run sees exactly
@@ -20,6 +24,10 @@ import torch
 from PIL import Image
 
 from animatch.data.images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
+from animatch.data.text import chunk_windows
+
+
+TEXT_SAMPLING = ("window", "chunk")
 
 
 def random_resized_crop(image: Image.Image, rng: random.Random, scale: tuple[float, float],
@@ -42,8 +50,10 @@ class PairDataset(torch.utils.data.Dataset):
     """Item i: {"pixel_values", "text", "index"} for record i, or {"error", "file_name"} if its image fails."""
 
     def __init__(self, records: Sequence[dict], root: str | Path, image_processor: Any, *, train: bool,
-                 seed: int = 0, crop_scale: float = 0.8, hflip: bool = True,
+                 seed: int = 0, crop_scale: float = 0.8, hflip: bool = True, text_sampling: str = "window",
                  max_pixels: int = DEFAULT_MAX_PIXELS):
+        if text_sampling not in TEXT_SAMPLING:
+            raise ValueError(f"text_sampling must be one of {TEXT_SAMPLING}, got {text_sampling!r}")
         self.records = records
         self.root = Path(root)
         self.image_processor = image_processor
@@ -51,6 +61,7 @@ class PairDataset(torch.utils.data.Dataset):
         self.seed = seed
         self.crop_scale = crop_scale
         self.hflip = hflip
+        self.text_sampling = text_sampling
         self.max_pixels = max_pixels
         self.epoch = 0
 
@@ -72,10 +83,11 @@ class PairDataset(torch.utils.data.Dataset):
             image = random_resized_crop(image, rng, (self.crop_scale, 1.0))
             if self.hflip and rng.random() < 0.5:
                 image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-            # Any chunk, not always the first sentence (often a summary the model could shortcut on).
-            text = rng.choice(chunks)
+            # Start at any chunk, not always the first sentence (often a summary the model could shortcut on).
+            views = chunk_windows(chunks) if self.text_sampling == "window" else chunks
+            text = rng.choice(views)
         else:
-            text = chunks[0]
+            text = chunk_windows(chunks)[0] if self.text_sampling == "window" else chunks[0]
         pixel_values = self.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
         return {"pixel_values": pixel_values, "text": text, "index": i}
 

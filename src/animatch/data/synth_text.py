@@ -31,7 +31,7 @@ COLOR_WORDS: dict[str, list[str]] = {
     "black": ["black", "jet-black", "raven-black"], "brown": ["brown", "chestnut", "chocolate-brown"],
     "blonde": ["blonde", "golden", "blond"], "red": ["red", "crimson", "scarlet"],
     "orange": ["orange", "tangerine", "bright orange"], "pink": ["pink", "rose-pink", "pastel pink"],
-    "purple": ["purple", "violet", "plum-colored"], "blue": ["blue", "azure", "cobalt"],
+    "purple": ["purple", "violet", "plum"], "blue": ["blue", "azure", "cobalt"],
     "green": ["green", "emerald", "leaf-green"], "silver": ["silver", "silvery", "platinum"],
     "gold": ["gold", "golden", "amber"], "gray": ["gray", "grey", "slate-gray"],
     "white": ["white", "snow-white", "ivory"], "yellow": ["yellow", "lemon-yellow", "sunflower-yellow"],
