@@ -5,8 +5,9 @@ processor's own eval transform: resize, centre crop, normalise), runs the vision
 `torch.inference_mode()` (autocast to bf16/fp16 on CUDA only) and reports unreadable files as
 `(path, reason)` instead of raising. `embed_texts` tokenises with the processor's tokenizer (padding,
 truncation at the model's 77 positions); `embed_chunked` mean-pools the normalised embeddings of each
-item's views (long appearance texts: `chunk_windows` of its chunks). Every result is an L2-normalised float32 CPU tensor. With an
-`animatch.clip.cache.EmbeddingCache`, only inputs missing from the cache are embedded.
+item's views (long appearance texts: `chunk_windows` of its chunks). Every result is an L2-normalised
+float32 CPU tensor. With an `animatch.clip.cache.EmbeddingCache`, only inputs missing from the cache are
+embedded.
 """
 
 from __future__ import annotations

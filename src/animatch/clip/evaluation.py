@@ -154,7 +154,8 @@ def run_eval(cfg: EvalConfig) -> int:
     report = (f"# animatch eval ({cfg.split} split, {m['n_characters']} characters)\n\n"
               + "\n".join(f"- {role}: `{mid}`" for role, mid in models.items())
               + f"\n- images that failed to load: {m['n_failed_images']}\n\n"
-              f"## Summary (pooled appearance texts: the mean over a character's chunk windows)\n\n{markdown_table(rows, floatfmt='.3f')}\n\n"
+              "## Summary (pooled appearance texts: the mean over a character's chunk windows)\n\n"
+              f"{markdown_table(rows, floatfmt='.3f')}\n\n"
               f"## Long texts: window pooling (pooled) vs chunk pooling vs first-77-token truncation vs per-chunk "
               f"candidates\n\n"
               f"{markdown_table(modes, floatfmt='.3f')}\n\n![similarity](similarity_hist.png) "

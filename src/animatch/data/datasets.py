@@ -26,7 +26,6 @@ from PIL import Image
 from animatch.data.images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
 from animatch.data.text import chunk_windows
 
-
 TEXT_SAMPLING = ("window", "chunk")
 
 
