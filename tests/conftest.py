@@ -72,7 +72,8 @@ def prepared_dir(tmp_path_factory, synth_root) -> Path:
 @pytest.fixture(scope="session")
 def clip_matched_dir(tmp_path_factory, synth_root, clip_tiny_dir) -> Path:
     """clip-tiny whose two projections are fitted (contrastive, on frozen tower features) to synth_root: every
-    image ranks its own chunk-pooled appearance and its attribute query first. Deterministic; ~10 s."""
+    image ranks its own pooled appearance (the mean over its chunk windows, as `embed_chunked` pools) and its
+    attribute query first. Deterministic; ~10 s."""
     import json
 
     import torch
@@ -81,28 +82,31 @@ def clip_matched_dir(tmp_path_factory, synth_root, clip_tiny_dir) -> Path:
     from animatch.clip.match import record_chunks
     from animatch.data.images import load_image
     from animatch.data.synth import query_text
+    from animatch.data.text import chunk_windows
     from animatch.models.hub import load_clip
 
     torch.manual_seed(0)
     records = [json.loads(line) for line in (synth_root / "metadata.jsonl").read_text().splitlines()]
     model, processor = load_clip(str(clip_tiny_dir))
-    chunks = [record_chunks(r) for r in records]
-    texts = [c for cs in chunks for c in cs] + [query_text(r["attributes"]) for r in records]
+    # Fitted to both poolings (windows: what embed_chunked does; bare chunks: audit's per-sentence scores).
+    views = [record_chunks(r) for r in records] + [chunk_windows(record_chunks(r)) for r in records]
+    texts = [v for vs in views for v in vs] + [query_text(r["attributes"]) for r in records]
     with torch.no_grad():
         images = [load_image(synth_root / r["file_name"]) for r in records]
         image_h = model.vision_model(pixel_values=processor.image_processor(
             images=images, return_tensors="pt")["pixel_values"]).pooler_output
         text_h = model.text_model(**processor.tokenizer(texts, padding=True, truncation=True, max_length=77,
                                                         return_tensors="pt")).pooler_output
-    owner = torch.tensor([n for n, cs in enumerate(chunks) for _ in cs])
+    owner = torch.tensor([n for n, vs in enumerate(views) for _ in vs])  # view set n (n >= N: windows)
     labels = torch.arange(len(records))
     optimizer = torch.optim.Adam([model.visual_projection.weight, model.text_projection.weight], lr=1e-2)
     for _ in range(200):
         image_e = F.normalize(image_h @ model.visual_projection.weight.T, dim=-1)
         text_e = F.normalize(text_h @ model.text_projection.weight.T, dim=-1)
-        pooled = F.normalize(torch.zeros_like(image_e).index_add(0, owner, text_e[:len(owner)]), dim=-1)
+        pooled = F.normalize(torch.zeros(len(views), image_e.shape[1]).index_add(0, owner, text_e[:len(owner)]),
+                             dim=-1)
         loss = sum(F.cross_entropy(20 * image_e @ t.T, labels) + F.cross_entropy(20 * t @ image_e.T, labels)
-                   for t in (pooled, text_e[len(owner):]))
+                   for t in (pooled[:len(records)], pooled[len(records):], text_e[len(owner):]))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
