@@ -1,7 +1,7 @@
 """Audit a corrupted synthetic dataset and print how well `animatch audit` finds the corruption.
 
-Usage: [OMP_NUM_THREADS=1] .venv/bin/python bench/audit_synth.py [--out runs/bench_audit] [--n 3000] [--steps 300]
-       [--clip DIR]   (OMP_NUM_THREADS=1 on a small shared machine: torch threads fight the data-loading workers)
+Usage: .venv/bin/python bench/audit_synth.py [--out runs/bench_audit] [--n 20000] [--steps 280] [--threads 2]
+       [--clip DIR]   (run it on an idle machine; training uses bench/common.py's SCRATCH_RECIPE)
 Draws `animatch synth` data, swaps the appearance texts of 10% of the characters in random pairs and appends
 one wrong sentence (another value of one drawn attribute) to 5% (`animatch.audit.corrupt`), prepares it,
 trains clip-tiny with `animatch train` on the clean part of the train split (or takes --clip DIR), runs
@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import time
 from collections import Counter
 from pathlib import Path
 
-from common import run  # bench/common.py (scripts run as bench/NAME.py)
+import torch
+from common import SCRATCH_RECIPE, run  # bench/common.py (scripts run as bench/NAME.py)
 
 from animatch.audit.corrupt import corrupt_records
 
@@ -72,18 +74,20 @@ def sentence_figures(rows: list[dict], truth: dict) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/bench_audit")
-    parser.add_argument("--n", type=int, default=3000)
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--n", type=int, default=20000)
+    parser.add_argument("--steps", type=int, default=280)
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--clip", help="audit with this trained CLIP instead of training clip-tiny")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
     root, prepared, clean_split = out / "data", out / "prepared", out / "clean_split"
 
     t0 = time.perf_counter()
-    run("synth", "--out", root, "--n", args.n, "--seed", args.seed, "--image-size", 64)
+    run("synth", "--out", root, "--n", args.n, "--seed", args.seed)
     corrupted, truth = corrupt_records(jsonl(root / "metadata.jsonl"), swap_fraction=0.10, sentence_fraction=0.05,
                                        seed=args.seed)
     write_jsonl(root / "metadata_corrupted.jsonl", corrupted)
@@ -100,8 +104,8 @@ def main() -> None:
         run("init-model", "clip-tiny", "--out", out / "clip-tiny", "--seed", args.seed)
         t1 = time.perf_counter()
         run("train", "--data", root, "--split-dir", clean_split, "--model", out / "clip-tiny", "--out", out / "run",
-            "--max-steps", args.steps, "--batch-size", args.batch_size, "--lr", 1e-3, "--warmup-steps", 20,
-            "--eval-every", args.steps, "--max-eval-items", 200, "--report-to", "none", "--workers", 2)
+            "--max-steps", args.steps, "--batch-size", args.batch_size, *SCRATCH_RECIPE,
+            "--eval-every", args.steps, "--max-eval-items", 200)
         t_train = time.perf_counter() - t1
         model = out / "run" / "best"
     t2 = time.perf_counter()

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import run  # bench/common.py (scripts run as bench/NAME.py)
+from common import SCRATCH_RECIPE, run  # bench/common.py (scripts run as bench/NAME.py)
 
 
 def main() -> None:
@@ -43,9 +43,8 @@ def main() -> None:
     run("eval", "--data", root, "--split-dir", prepared, "--model", model, "--out", out / "eval_before")
     t1 = time.perf_counter()
     run("train", "--data", root, "--split-dir", prepared, "--model", model, "--out", out / "run",
-        "--max-steps", args.steps, "--batch-size", args.batch_size, "--lr", 1e-3, "--warmup-steps", 20,
-        "--lr-schedule", "wsd", "--logit-scale-init", 20, "--crop-scale", 1.0, "--no-hflip", "--workers", 1,
-        "--eval-every", args.steps, "--report-to", "none", "--max-eval-items", 200)
+        "--max-steps", args.steps, "--batch-size", args.batch_size, *SCRATCH_RECIPE,
+        "--eval-every", args.steps, "--max-eval-items", 200)
     t_train = time.perf_counter() - t1
     run("eval", "--data", root, "--split-dir", prepared, "--model", out / "run" / "best", "--out", out / "eval_after")
 
