@@ -11,16 +11,12 @@ swaps (goal >= 0.9 both), and sentence-level precision/recall of the trimming fo
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import shutil
 import time
 from collections import Counter
 from pathlib import Path
 
-import torch
-from common import SCRATCH_RECIPE, run  # bench/common.py (scripts run as bench/NAME.py)
+from common import SCRATCH_RECIPE, fresh_run, run, scratch_parser  # bench/common.py (scripts run as bench/NAME.py)
 
 from animatch.audit.corrupt import corrupt_records
 
@@ -72,18 +68,11 @@ def sentence_figures(rows: list[dict], truth: dict) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="runs/bench_audit")
-    parser.add_argument("--n", type=int, default=20000)
-    parser.add_argument("--steps", type=int, default=280)
-    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser = scratch_parser(__doc__.splitlines()[0], "runs/bench_audit", 280)
     parser.add_argument("--clip", help="audit with this trained CLIP instead of training clip-tiny")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    shutil.rmtree(out, ignore_errors=True)
+    out = fresh_run(args)
     root, prepared, clean_split = out / "data", out / "prepared", out / "clean_split"
 
     t0 = time.perf_counter()

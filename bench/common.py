@@ -3,7 +3,13 @@ the short from-scratch training recipe of the synthetic benches."""
 
 from __future__ import annotations
 
+import argparse
+import os
+import shutil
 import time
+from pathlib import Path
+
+import torch
 
 from animatch.cli import main as animatch
 
@@ -21,3 +27,22 @@ def run(*args: object) -> float:
 # 3,000 characters a small CLIP memorises names; on 20,000 every pair is new and it learns the attributes.
 SCRATCH_RECIPE = ("--lr", 1e-3, "--warmup-steps", 20, "--lr-schedule", "wsd", "--logit-scale-init", 20,
                   "--crop-scale", 1.0, "--no-hflip", "--workers", 1, "--report-to", "none")
+
+
+def scratch_parser(description: str, out: str, steps: int) -> argparse.ArgumentParser:
+    """The options every from-scratch synthetic bench takes (a script adds its own)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--out", default=out)
+    parser.add_argument("--n", type=int, default=20000)
+    parser.add_argument("--steps", type=int, default=steps)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads")
+    return parser
+
+
+def fresh_run(args: argparse.Namespace) -> Path:
+    """Apply --threads and empty --out; returns the out dir."""
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    shutil.rmtree(out, ignore_errors=True)
+    return out

@@ -11,28 +11,15 @@ flip (nothing repeats, so there is nothing to regularise).
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import shutil
 import time
-from pathlib import Path
 
-import torch
-from common import SCRATCH_RECIPE, run  # bench/common.py (scripts run as bench/NAME.py)
+from common import SCRATCH_RECIPE, fresh_run, run, scratch_parser  # bench/common.py (scripts run as bench/NAME.py)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="runs/bench_train")
-    parser.add_argument("--n", type=int, default=20000)
-    parser.add_argument("--steps", type=int, default=240)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    shutil.rmtree(out, ignore_errors=True)
+    args = scratch_parser(__doc__.splitlines()[0], "runs/bench_train", 240).parse_args()
+    out = fresh_run(args)
     root, prepared, model = out / "data", out / "prepared", out / "clip-tiny"
 
     t0 = time.perf_counter()

@@ -189,8 +189,12 @@ def embed_chunked(model: Any, processor: Any, chunks_per_item: Sequence[Sequence
     if not flat:
         return emb
     owner = torch.tensor([n for n, chunks in enumerate(chunks_per_item) for _ in chunks])
-    pooled = torch.zeros(len(chunks_per_item), emb.shape[1]).index_add_(0, owner, emb)
-    return F.normalize(pooled, dim=-1)
+    return pool_embeddings(emb, owner, len(chunks_per_item))
+
+
+def pool_embeddings(emb: torch.Tensor, owner: torch.Tensor, n: int) -> torch.Tensor:
+    """[M, D] normalised embeddings, owner [M] in 0..n-1 -> [n, D]: each owner's renormalised mean."""
+    return F.normalize(torch.zeros(n, emb.shape[1]).index_add_(0, owner, emb), dim=-1)
 
 
 def embed_pil(model: Any, processor: Any, images: Sequence[Any], *, batch_size: int = 64,

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
+import torch
 
-from animatch.clip.embed import embed_chunked, embed_images, embed_texts
+from animatch.clip.embed import embed_chunked, embed_images, embed_texts, pool_embeddings
 from animatch.config import EvalConfig
 from animatch.data.schema import load_split
 from animatch.errors import UserError
@@ -48,15 +49,15 @@ def embed_split(model, processor, records: list[dict], root: str | Path, *, batc
     n = np.arange(len(kept))
     if "pooled" in modes:
         texts["pooled"] = (embed_chunked(model, processor, [_chunks(r) for r in kept], batch_size=batch_size), n)
-    if "chunk_pooled" in modes:
-        texts["chunk_pooled"] = (embed_chunked(model, processor, [_chunks(r) for r in kept], batch_size=batch_size,
-                                               windows=False), n)
     if "truncated" in modes:
         texts["truncated"] = (embed_texts(model, processor, [r["appearance"] for r in kept], batch_size=batch_size), n)
-    if "chunks" in modes:
+    if "chunks" in modes or "chunk_pooled" in modes:  # both from one embedding of the bare chunks
         owner = np.array([i for i, r in enumerate(kept) for _ in _chunks(r)], dtype=np.int64)
-        flat = [c for r in kept for c in _chunks(r)]
-        texts["chunks"] = (embed_texts(model, processor, flat, batch_size=batch_size), owner)
+        chunk_emb = embed_texts(model, processor, [c for r in kept for c in _chunks(r)], batch_size=batch_size)
+        if "chunks" in modes:
+            texts["chunks"] = (chunk_emb, owner)
+        if "chunk_pooled" in modes:
+            texts["chunk_pooled"] = (pool_embeddings(chunk_emb, torch.from_numpy(owner), len(kept)), n)
     return {"records": kept, "failures": failures, "images": images, "texts": texts}
 
 
