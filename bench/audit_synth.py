@@ -1,12 +1,14 @@
 """Audit a corrupted synthetic dataset and print how well `animatch audit` finds the corruption.
 
-Usage: .venv/bin/python bench/audit_synth.py [--out runs/bench_audit] [--n 20000] [--steps 280] [--threads 2]
+Usage: .venv/bin/python bench/audit_synth.py [--out runs/bench_audit] [--n 40000] [--steps 800] [--threads 2]
        [--clip DIR]   (run it on an idle machine; training uses bench/common.py's SCRATCH_RECIPE)
 Draws `animatch synth` data, swaps the appearance texts of 10% of the characters in random pairs and appends
 one wrong sentence (another value of one drawn attribute) to 5% (`animatch.audit.corrupt`), prepares it,
 trains clip-tiny with `animatch train` on the clean part of the train split (or takes --clip DIR), runs
 `animatch audit --trim-sentences` on everything, and prints: pair-level precision/recall of the flags for
 swaps (goal >= 0.9 both), and sentence-level precision/recall of the trimming for the wrong sentences.
+The defaults train for about 2 passes over the 27,000 clean training pairs (about 15 minutes here): the audit
+can only be as good as the CLIP behind it (280 steps on 20,000 characters gave precision 0.69 / recall 0.93).
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ def sentence_figures(rows: list[dict], truth: dict) -> dict:
 
 
 def main() -> None:
-    parser = scratch_parser(__doc__.splitlines()[0], "runs/bench_audit", 280)
+    parser = scratch_parser(__doc__.splitlines()[0], "runs/bench_audit", 800, n=40000)
     parser.add_argument("--clip", help="audit with this trained CLIP instead of training clip-tiny")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()

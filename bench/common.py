@@ -29,11 +29,11 @@ SCRATCH_RECIPE = ("--lr", 1e-3, "--warmup-steps", 20, "--lr-schedule", "wsd", "-
                   "--crop-scale", 1.0, "--no-hflip", "--workers", 1, "--report-to", "none")
 
 
-def scratch_parser(description: str, out: str, steps: int) -> argparse.ArgumentParser:
+def scratch_parser(description: str, out: str, steps: int, n: int = 20000) -> argparse.ArgumentParser:
     """The options every from-scratch synthetic bench takes (a script adds its own)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--out", default=out)
-    parser.add_argument("--n", type=int, default=20000)
+    parser.add_argument("--n", type=int, default=n, help="synthetic characters")
     parser.add_argument("--steps", type=int, default=steps)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads")
