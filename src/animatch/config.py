@@ -93,6 +93,7 @@ class TrainConfig:
     batch_size: int = opt(64, "pairs per process per micro-batch")
     accum_steps: int = opt(1, "micro-batches per optimizer step; the contrastive loss is exact over all of them")
     lr: float = opt(1e-5, "peak learning rate (AdamW)")
+    adam_eps: float = opt(1e-6, "AdamW epsilon (CLIP's 1e-6; from scratch 1e-8 did better, docs/BENCHMARKS.md)")
     weight_decay: float = opt(0.05, "AdamW weight decay (never on biases, norms or logit_scale)")
     eta_min: float = opt(1e-6, "final learning rate of the cosine schedule")
     warmup_steps: int = opt(0, "linear warmup steps before the decay")
@@ -110,6 +111,8 @@ class TrainConfig:
     gather_with_grad: bool = opt(True, "global negatives: gather features from all processes with gradients")
     crop_scale: float = opt(0.8, "smallest area fraction of the random resized crop (training only)")
     hflip: bool = opt(True, "random horizontal flip (training only)")
+    patch_dropout: float = opt(0.0, "share of image patches dropped at random in each training forward (FLIP, "
+                                    "open_clip's patch_dropout): cheaper steps; evaluation sees all patches")
     text_sampling: str = opt("window", "training text of a pair: from a random appearance chunk on, as much as "
                                        "fits in 77 tokens (window), or that chunk alone (chunk)",
                              choices=("window", "chunk"))

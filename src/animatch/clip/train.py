@@ -25,6 +25,7 @@ from transformers import get_cosine_with_min_lr_schedule_with_warmup, get_wsd_sc
 from animatch.clip.checkpoint import has_resume_state, load_resume_state, save_checkpoint
 from animatch.clip.evaluation import validation_metrics
 from animatch.clip.losses import ClipLoss
+from animatch.clip.patch_dropout import PatchDropout
 from animatch.config import TrainConfig
 from animatch.data.datasets import PairCollator, PairDataset, epoch_batches
 from animatch.data.schema import load_split
@@ -68,7 +69,9 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, acc: Accelerator, model, processor):
         self.cfg, self.acc, self.processor = cfg, acc, processor
         self.loss_fn = ClipLoss(gather=True, gather_with_grad=cfg.gather_with_grad)
-        optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+        self.patch_dropout = PatchDropout(model, cfg.patch_dropout, cfg.seed)
+        optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98),
+                                      eps=cfg.adam_eps)
         self.model, self.optimizer = acc.prepare(model, optimizer)
         self.bad_steps = 0
 
@@ -76,26 +79,27 @@ class Trainer:
     def raw_model(self):
         return self.acc.unwrap_model(self.model)
 
-    def _features(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    def _features(self, batch: dict, step: int, micro: int) -> tuple[torch.Tensor, torch.Tensor]:
+        self.patch_dropout.reseed(step, micro, self.acc.process_index)
         with self.acc.autocast():
             out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                              pixel_values=batch["pixel_values"])
         return out.image_embeds, out.text_embeds  # [B, D] each, L2-normalised by CLIPModel
 
-    def step(self, micro_batches: list[dict]) -> float | None:
-        """One optimizer step over the micro-batches; returns the loss, or None if it was skipped."""
+    def step(self, micro_batches: list[dict], step: int = 0) -> float | None:
+        """Optimizer step number `step` over the micro-batches; returns the loss, or None if it was skipped."""
         logit_scale = self.raw_model.logit_scale
         if len(micro_batches) == 1:
-            loss = self.loss_fn(*self._features(micro_batches[0]), logit_scale)
+            loss = self.loss_fn(*self._features(micro_batches[0], step, 0), logit_scale)
             self.acc.backward(loss)
         else:
             with torch.no_grad():
-                cached = [self._features(mb) for mb in micro_batches]
+                cached = [self._features(mb, step, j) for j, mb in enumerate(micro_batches)]
             for j, mb in enumerate(micro_batches):
                 sync = nullcontext() if j == len(micro_batches) - 1 else self.acc.no_sync(self.model)
                 with sync:
                     images, texts = map(list, zip(*cached))
-                    images[j], texts[j] = self._features(mb)
+                    images[j], texts[j] = self._features(mb, step, j)
                     loss = self.loss_fn(torch.cat(images), torch.cat(texts), logit_scale)
                     self.acc.backward(loss)
         finite = self.acc.gather(torch.isfinite(loss.detach()).float().reshape(1)).min().item() == 1.0
@@ -130,6 +134,8 @@ def run_train(cfg: TrainConfig) -> int:
         raise UserError(f"--resume: no resume state in {out / 'last'}")
     if not 0 < cfg.decay_fraction <= 1:
         raise UserError(f"--decay-fraction must be in (0, 1], got {cfg.decay_fraction}")
+    if not 0 <= cfg.patch_dropout < 1:
+        raise UserError(f"--patch-dropout must be in [0, 1), got {cfg.patch_dropout}")
     acc = Accelerator(mixed_precision=resolve_mixed_precision(cfg.mixed_precision),
                       log_with=None if cfg.report_to == "none" else cfg.report_to, project_dir=str(out))
     set_seed(cfg.seed)
@@ -213,7 +219,7 @@ def run_train(cfg: TrainConfig) -> int:
             if len(micro) < cfg.accum_steps:
                 continue
             sizes = acc.gather(torch.tensor([min(mb["size"] for mb in micro)], device=acc.device))
-            loss = trainer.step(micro) if sizes.min().item() > 0 else None
+            loss = trainer.step(micro, progress["global_step"]) if sizes.min().item() > 0 else None
             samples += sum(mb["size"] for mb in micro) * acc.num_processes
             micro = []
             scheduler.step()
