@@ -115,8 +115,10 @@ def _spawn(args, env=None):
 
 
 @pytest.mark.slow
-def test_sigkill_then_resume_matches_uninterrupted_run(synth_root, prepared_dir, clip_tiny_dir, tmp_path):
-    steps = ["--max-steps", "16", "--eval-every", "3", "--batch-size", "4"]
+@pytest.mark.parametrize("patch_dropout", ["0", "0.5"])
+def test_sigkill_then_resume_matches_uninterrupted_run(synth_root, prepared_dir, clip_tiny_dir, tmp_path,
+                                                       patch_dropout):
+    steps = ["--max-steps", "16", "--eval-every", "3", "--batch-size", "4", "--patch-dropout", patch_dropout]
     straight = tmp_path / "straight"
     assert main(_train_args(synth_root, prepared_dir, clip_tiny_dir, straight, *steps)) == 0
 
