@@ -5,7 +5,8 @@ at 1.0, mixed precision; `--lr-schedule wsd` holds the peak rate and decays line
 which suits short from-scratch runs) plus what it lacked: global negatives across processes (`ClipLoss`), an exact
 loss under gradient accumulation (features of all micro-batches are cached without gradients, then each
 micro-batch is recomputed with gradients against the cached rest, as OpenCLIP does), chunk-window sampling
-for long appearances, validation recall with a `best/` checkpoint, and exact resume from `last/`.
+for long appearances, optional patch dropout (`clip.patch_dropout`), validation recall with a `best/`
+checkpoint, and exact resume from `last/`.
 """
 
 from __future__ import annotations
