@@ -8,7 +8,7 @@ Run it on an idle machine: the training loop is compute-bound. The recipe is the
 (docs/BENCHMARKS.md): 20,000 characters so that every pair is seen once (on 3,000 a small CLIP memorises
 names instead of learning attributes), chunk-window texts, wsd schedule, temperature scale 20, no crop or
 flip (nothing repeats, so there is nothing to regularise); on top of it, patch dropout 0.75 (a training step
-costs 0.6x, so 350 steps fit where 240 did) and AdamW epsilon 1e-8.
+costs about 0.7x, so 350 steps take the time 240 did) and AdamW epsilon 1e-8.
 """
 
 from __future__ import annotations
