@@ -78,15 +78,15 @@ class PairDataset(torch.utils.data.Dataset):
         except ImageLoadError as e:
             return {"error": e.reason, "file_name": record["file_name"]}
         chunks = record.get("appearance_chunks") or [record["appearance"]]
+        views = chunk_windows(chunks) if self.text_sampling == "window" else chunks
         if self.train:
             image = random_resized_crop(image, rng, (self.crop_scale, 1.0))
             if self.hflip and rng.random() < 0.5:
                 image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
             # Start at any chunk, not always the first sentence (often a summary the model could shortcut on).
-            views = chunk_windows(chunks) if self.text_sampling == "window" else chunks
             text = rng.choice(views)
         else:
-            text = chunk_windows(chunks)[0] if self.text_sampling == "window" else chunks[0]
+            text = views[0]
         pixel_values = self.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
         return {"pixel_values": pixel_values, "text": text, "index": i}
 
