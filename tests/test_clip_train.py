@@ -115,10 +115,11 @@ def _spawn(args, env=None):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("patch_dropout", ["0", "0.5"])
+@pytest.mark.parametrize("patch_dropout,text_buckets", [("0", "1"), ("0.5", "3")])
 def test_sigkill_then_resume_matches_uninterrupted_run(synth_root, prepared_dir, clip_tiny_dir, tmp_path,
-                                                       patch_dropout):
-    steps = ["--max-steps", "16", "--eval-every", "3", "--batch-size", "4", "--patch-dropout", patch_dropout]
+                                                       patch_dropout, text_buckets):
+    steps = ["--max-steps", "16", "--eval-every", "3", "--batch-size", "4", "--patch-dropout", patch_dropout,
+             "--text-buckets", text_buckets]
     straight = tmp_path / "straight"
     assert main(_train_args(synth_root, prepared_dir, clip_tiny_dir, straight, *steps)) == 0
 

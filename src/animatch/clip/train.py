@@ -5,8 +5,8 @@ at 1.0, mixed precision; `--lr-schedule wsd` holds the peak rate and decays line
 which suits short from-scratch runs) plus what it lacked: global negatives across processes (`ClipLoss`), an exact
 loss under gradient accumulation (features of all micro-batches are cached without gradients, then each
 micro-batch is recomputed with gradients against the cached rest, as OpenCLIP does), chunk-window sampling
-for long appearances, optional patch dropout (`clip.patch_dropout`), validation recall with a `best/`
-checkpoint, and exact resume from `last/`.
+for long appearances, optional patch dropout (`clip.patch_dropout`) and length-bucketed text towers
+(`clip.towers`), validation recall with a `best/` checkpoint, and exact resume from `last/`.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from animatch.clip.checkpoint import has_resume_state, load_resume_state, save_c
 from animatch.clip.evaluation import validation_metrics
 from animatch.clip.losses import ClipLoss
 from animatch.clip.patch_dropout import PatchDropout
+from animatch.clip.towers import ClipForward
 from animatch.config import TrainConfig
 from animatch.data.datasets import PairCollator, PairDataset, epoch_batches
 from animatch.data.schema import load_split
@@ -73,19 +74,17 @@ class Trainer:
         self.patch_dropout = PatchDropout(model, cfg.patch_dropout, cfg.seed)
         optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98),
                                       eps=cfg.adam_eps)
-        self.model, self.optimizer = acc.prepare(model, optimizer)
+        self.model, self.optimizer = acc.prepare(ClipForward(model, cfg.text_buckets), optimizer)
         self.bad_steps = 0
 
     @property
     def raw_model(self):
-        return self.acc.unwrap_model(self.model)
+        return self.acc.unwrap_model(self.model).clip
 
     def _features(self, batch: dict, step: int, micro: int) -> tuple[torch.Tensor, torch.Tensor]:
         self.patch_dropout.reseed(step, micro, self.acc.process_index)
         with self.acc.autocast():
-            out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                             pixel_values=batch["pixel_values"])
-        return out.image_embeds, out.text_embeds  # [B, D] each, L2-normalised by CLIPModel
+            return self.model(batch["input_ids"], batch["attention_mask"], batch["pixel_values"])  # [B, D] each
 
     def step(self, micro_batches: list[dict], step: int = 0) -> float | None:
         """Optimizer step number `step` over the micro-batches; returns the loss, or None if it was skipped."""
@@ -137,10 +136,13 @@ def run_train(cfg: TrainConfig) -> int:
         raise UserError(f"--decay-fraction must be in (0, 1], got {cfg.decay_fraction}")
     if not 0 <= cfg.patch_dropout < 1:
         raise UserError(f"--patch-dropout must be in [0, 1), got {cfg.patch_dropout}")
+    if cfg.text_buckets < 1:
+        raise UserError(f"--text-buckets must be at least 1, got {cfg.text_buckets}")
     acc = Accelerator(mixed_precision=resolve_mixed_precision(cfg.mixed_precision),
                       log_with=None if cfg.report_to == "none" else cfg.report_to, project_dir=str(out))
     set_seed(cfg.seed)
-    model, processor = load_clip(str(out / "last") if cfg.resume else cfg.model)
+    model, processor = load_clip(str(out / "last") if cfg.resume else cfg.model,
+                                 attn_implementation=cfg.attn_implementation)
     if cfg.logit_scale_init is not None and not cfg.resume:
         model.logit_scale.data.fill_(math.log(cfg.logit_scale_init))
     _lock_towers(model, cfg)

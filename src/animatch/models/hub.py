@@ -90,13 +90,16 @@ def load_clip_processor(model: str):
     return _load("CLIP processor", source, AutoProcessor.from_pretrained)
 
 
-def load_clip(model: str, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None):
-    """(CLIPModel in eval mode on `device`, its processor) from a Hub id or checkpoint dir."""
+def load_clip(model: str, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
+              attn_implementation: str | None = None):
+    """(CLIPModel in eval mode on `device`, its processor) from a Hub id or checkpoint dir; `attn_implementation`
+    picks the attention kernel ("sdpa", "eager"; None: transformers' default)."""
     from transformers import CLIPModel
 
     dev = resolve_device(device)
     source = _check_source(model, ("clip",), "CLIP")
-    clip = _load("CLIP model", source, CLIPModel.from_pretrained, dtype=resolve_dtype(dtype, dev))
+    kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    clip = _load("CLIP model", source, CLIPModel.from_pretrained, dtype=resolve_dtype(dtype, dev), **kwargs)
     return clip.to(dev).eval(), load_clip_processor(model)
 
 
