@@ -1,7 +1,7 @@
 """Audit a corrupted synthetic dataset and print how well `animatch audit` finds the corruption.
 
 Usage: .venv/bin/python bench/audit_synth.py [--out runs/bench_audit] [--n 40000] [--steps 800] [--threads 2]
-       [--clip DIR]   (run it on an idle machine; training uses bench/common.py's SCRATCH_RECIPE)
+       [--clip DIR]   (run it on an idle machine; training uses bench/common.py's scratch recipe)
 Draws `animatch synth` data, swaps the appearance texts of 10% of the characters in random pairs and appends
 one wrong sentence (another value of one drawn attribute) to 5% (`animatch.audit.corrupt`), prepares it,
 trains clip-tiny with `animatch train` on the clean part of the train split (or takes --clip DIR), runs
@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from common import SCRATCH_RECIPE, fresh_run, run, scratch_parser  # bench/common.py (scripts run as bench/NAME.py)
+from common import fresh_run, run, scratch_parser, scratch_train_args  # bench/common.py (scripts run as bench/NAME.py)
 
 from animatch.audit.corrupt import corrupt_records
 
@@ -95,8 +95,7 @@ def main() -> None:
         run("init-model", "clip-tiny", "--out", out / "clip-tiny", "--seed", args.seed)
         t1 = time.perf_counter()
         run("train", "--data", root, "--split-dir", clean_split, "--model", out / "clip-tiny", "--out", out / "run",
-            "--max-steps", args.steps, "--batch-size", args.batch_size, *SCRATCH_RECIPE,
-            "--eval-every", args.steps, "--max-eval-items", 200)
+            *scratch_train_args(args), "--eval-every", args.steps, "--max-eval-items", 200)
         t_train = time.perf_counter() - t1
         model = out / "run" / "best"
     t2 = time.perf_counter()

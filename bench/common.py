@@ -25,19 +25,29 @@ def run(*args: object) -> float:
 
 # `animatch train` options for clip-tiny from scratch on a synthetic set seen once (docs/BENCHMARKS.md): on
 # 3,000 characters a small CLIP memorises names; on 20,000 every pair is new and it learns the attributes.
-SCRATCH_RECIPE = ("--lr", 1e-3, "--warmup-steps", 20, "--lr-schedule", "wsd", "--logit-scale-init", 20,
-                  "--crop-scale", 1.0, "--no-hflip", "--workers", 1, "--report-to", "none")
+# Warmup and temperature are each bench's own options (`scratch_parser`): they depend on the run's length.
+SCRATCH_RECIPE = ("--lr", 1e-3, "--lr-schedule", "wsd", "--crop-scale", 1.0, "--no-hflip", "--workers", 1,
+                  "--report-to", "none")
 
 
-def scratch_parser(description: str, out: str, steps: int, n: int = 20000) -> argparse.ArgumentParser:
+def scratch_parser(description: str, out: str, steps: int, *, n: int = 20000, warmup: int = 20,
+                   temperature: float = 20) -> argparse.ArgumentParser:
     """The options every from-scratch synthetic bench takes (a script adds its own)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--out", default=out)
     parser.add_argument("--n", type=int, default=n, help="synthetic characters")
     parser.add_argument("--steps", type=int, default=steps)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--warmup-steps", type=int, default=warmup, help="linear warmup steps")
+    parser.add_argument("--logit-scale-init", type=float, default=temperature, help="temperature scale at the start")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads")
     return parser
+
+
+def scratch_train_args(args: argparse.Namespace) -> tuple:
+    """`animatch train` options: SCRATCH_RECIPE with the bench's steps, batch size, warmup and temperature."""
+    return ("--max-steps", args.steps, "--batch-size", args.batch_size, "--warmup-steps", args.warmup_steps,
+            "--logit-scale-init", args.logit_scale_init, *SCRATCH_RECIPE)
 
 
 def fresh_run(args: argparse.Namespace) -> Path:

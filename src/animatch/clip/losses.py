@@ -11,6 +11,8 @@ parameter gradients equal those of one process on the concatenated batch. Local 
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -38,7 +40,11 @@ def gather_features(features: torch.Tensor, with_grad: bool = True) -> torch.Ten
     padded = F.pad(features, (0, 0, 0, max(sizes) - features.shape[0]))
     if with_grad:
         import torch.distributed.nn.functional as dist_nn
-        parts = list(dist_nn.all_gather(padded))
+        # Deprecated in favour of a private module, and warned about on every step of a multi-process run;
+        # it still gives the global gradients (tests/test_clip_losses.py checks them on 2 processes).
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "torch.distributed.nn.functional.all_gather is deprecated")
+            parts = list(dist_nn.all_gather(padded))
     else:
         parts = [torch.empty_like(padded) for _ in range(world)]
         dist.all_gather(parts, padded.detach())
