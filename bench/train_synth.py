@@ -1,6 +1,6 @@
 """Train clip-tiny from scratch on `animatch synth` data and print retrieval before/after.
 
-Usage: .venv/bin/python bench/train_synth.py [--out runs/bench_train] [--n 20000] [--steps 310] [--threads 2]
+Usage: .venv/bin/python bench/train_synth.py [--out runs/bench_train] [--n 20000] [--steps 320] [--threads 2]
        [--warmup-steps 80] [--logit-scale-init 30] [--patch-dropout 0.75] [--adam-eps 1e-8] [--text-buckets 4]
        [--seed 42]
 Prints test-split Recall@1/5/10 both ways (>= 200 candidates) before and after training, the training
@@ -23,7 +23,7 @@ from common import fresh_run, run, scratch_parser, scratch_train_args
 
 
 def main() -> None:
-    parser = scratch_parser(__doc__.splitlines()[0], "runs/bench_train", 310, warmup=80, temperature=30)
+    parser = scratch_parser(__doc__.splitlines()[0], "runs/bench_train", 320, warmup=80, temperature=30)
     parser.add_argument("--patch-dropout", type=float, default=0.75, help="share of image patches dropped in training")
     parser.add_argument("--seed", type=int, default=42, help="training seed (the data is always synth seed 0)")
     parser.add_argument("--adam-eps", type=float, default=1e-8, help="AdamW epsilon")

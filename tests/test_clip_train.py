@@ -95,12 +95,12 @@ def test_accumulated_loss_is_exact(synth_root, prepared_dir, clip_tiny_dir):
 
 
 def test_optimizer_follows_the_recipe(synth_root, prepared_dir, clip_tiny_dir):
-    """AdamW (0.9, 0.98) with the configured epsilon; weight decay on matrices only, never on biases, norms or
-    logit_scale."""
+    """Fused AdamW (0.9, 0.98) with the configured epsilon; weight decay on matrices only, never on biases, norms
+    or logit_scale."""
     model, processor = load_clip(str(clip_tiny_dir))
     cfg = TrainConfig(data=str(synth_root), split_dir=str(prepared_dir), out="unused", weight_decay=0.1, adam_eps=1e-8)
     groups = Trainer(cfg, Accelerator(cpu=True), model, processor).optimizer.param_groups
-    assert all(g["betas"] == (0.9, 0.98) and g["eps"] == 1e-8 for g in groups)
+    assert all(g["betas"] == (0.9, 0.98) and g["eps"] == 1e-8 and g["fused"] for g in groups)
     assert [g["weight_decay"] for g in groups] == [0.1, 0.0]
     decayed = {id(p) for p in groups[0]["params"]}
     for name, p in model.named_parameters():

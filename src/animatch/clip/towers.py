@@ -1,14 +1,14 @@
 """The training forward of CLIP: normalised image and text embeddings of a batch, the text tower optionally run
 in length buckets.
 
-Dynamic padding pads a batch to its longest text, and a long-tailed set of descriptions leaves a fifth or more
-of the text tower's tokens as padding; on a CPU the text tower is most of a training step. With
-`text_buckets` > 1 the texts are sorted by length and the tower runs on that many groups, each cut to its own
-longest text; the embeddings go back in batch order. They are the same embeddings (to float rounding): CLIP's
-text tower is causal and pools at the end token, so no real token looks at the padding after it, and the
-attention mask is cut with the ids. On a GPU one large batch usually runs faster than several small ones:
-leave it at 1 there. `ClipForward` wraps the `CLIPModel` so that accelerate prepares one module and DDP
-synchronises one forward call per micro-batch.
+Dynamic padding pads a batch to its longest text, so a long-tailed set of descriptions feeds the text tower
+padding (on the synthetic set a seventh of its tokens), and on a CPU the text tower is most of a training
+step. With `text_buckets` > 1 the texts are sorted by length and the tower runs on that many groups, each cut to
+its own longest text; the embeddings go back in batch order. They are the same embeddings (to float rounding):
+CLIP's text tower is causal and pools at the end token, so no real token looks at the padding after it, and the
+attention mask is cut with the ids. On a GPU one large batch is usually faster than several small ones (not
+measured here): leave it at 1 there. `ClipForward` wraps the `CLIPModel` so that accelerate prepares one module
+and DDP synchronises one forward call per micro-batch.
 """
 
 from __future__ import annotations
