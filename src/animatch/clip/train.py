@@ -74,7 +74,7 @@ class Trainer:
         self.patch_dropout = PatchDropout(model, cfg.patch_dropout, cfg.seed)
         # The fused kernel updates all tensors in one pass (clip-tiny on CPU: 3 ms per step instead of 22).
         optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98),
-                                      eps=cfg.adam_eps, fused=acc.device.type in ("cpu", "cuda") or None)
+                                      eps=cfg.adam_eps, fused=True if acc.device.type in ("cpu", "cuda") else None)
         self.model, self.optimizer = acc.prepare(ClipForward(model, cfg.text_buckets), optimizer)
         self.bad_steps = 0
 
