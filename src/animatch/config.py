@@ -115,8 +115,8 @@ class TrainConfig:
                                     "open_clip's patch_dropout): cheaper steps; evaluation sees all patches")
     text_buckets: int = opt(1, "run the text tower on this many length-sorted groups, each padded to its own "
                                "longest text: fewer padding tokens, same embeddings (helps on CPU; 1 on GPU)")
-    attn_implementation: Optional[str] = opt(None, "attention kernel (default: transformers' choice, sdpa); eager "
-                                                   "ran faster for clip-tiny on CPU", choices=("sdpa", "eager"))
+    attn_implementation: str = opt("sdpa", "attention kernel (eager ran faster for clip-tiny on CPU)",
+                                   choices=("sdpa", "eager", "flash_attention_2"))
     text_sampling: str = opt("window", "training text of a pair: from a random appearance chunk on, as much as "
                                        "fits in 77 tokens (window), or that chunk alone (chunk)",
                              choices=("window", "chunk"))
