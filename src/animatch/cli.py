@@ -126,7 +126,8 @@ def _read_config_file(path: Path, names: set[str]) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise UserError(f"config file {path} is not UTF-8 text") from None
     except yaml.YAMLError as e:
-        raise UserError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        first_line = (str(e).splitlines() or [type(e).__name__])[0]
+        raise UserError(f"config file {path} is not valid YAML: {first_line}") from None
     if not isinstance(loaded, dict):
         raise UserError(f"config file {path} must hold a mapping of option: value")
     unknown = sorted(map(str, set(loaded) - names))

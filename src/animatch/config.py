@@ -19,7 +19,7 @@ import os
 import re
 import types
 import typing
-from dataclasses import MISSING, Field, dataclass, field, fields
+from dataclasses import Field, dataclass, field, fields
 from typing import Any, Optional
 
 from animatch.errors import UserError
@@ -158,14 +158,8 @@ class Options:
         for f in fields(self):
             kind, value = f.metadata["exists"], getattr(self, f.name)
             if value is not None and kind and not {"dir": os.path.isdir, "file": os.path.isfile}[kind](value):
-                return f"{flag(f)}: {kind} not found: {value}"
+                return f"{flag(f)}: {kind} not found: {value if value.isprintable() else repr(value)}"
         return None
-
-
-def default_of(cls: type, name: str) -> Any:
-    """The default of option `name` of `cls`."""
-    f = next(f for f in fields(cls) if f.name == name)
-    return f.default_factory() if f.default is MISSING else f.default
 
 
 # ------------------------------------------------------------------------------------------ shared groups
