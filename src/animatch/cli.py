@@ -66,7 +66,8 @@ def _group_of(cls: type, name: str) -> type:
 def _add_options(parser: argparse.ArgumentParser, cls: type) -> None:
     """One argument per field: the command's own fields first, then one titled section per option group."""
     sections: dict[type, Any] = {cls: parser}
-    for f in dataclasses.fields(cls):
+    rank = {k: n for n, k in enumerate(cls.__mro__)}  # own fields, then the groups, most specific first
+    for f in sorted(dataclasses.fields(cls), key=lambda f: rank[_group_of(cls, f.name)]):
         group = _group_of(cls, f.name)
         if group not in sections:
             sections[group] = parser.add_argument_group(f"{group.__doc__} options")

@@ -261,7 +261,7 @@ class JudgeModelOptions(AdapterOptions, DeviceOptions):
 @dataclass
 class JudgeGenerationOptions(Options):
     """judge generation"""
-    threshold: float = opt(6, "a judge score at or above this is a match", bounds=SCORE)
+    threshold: float = opt(6, "score (1-10) at or above which a pair is a match", bounds=SCORE)
     batch_size: int = opt(8, "pairs per batched generation", bounds=AT_LEAST_1)
     num_beams: int = opt(1, "stage 1 beam search width (1: greedy; more disables the stage-2 prefix reuse)",
                          bounds=AT_LEAST_1)
