@@ -1,6 +1,6 @@
 """Throughput of `animatch prepare`: images validated per second, end to end.
 
-Usage: .venv/bin/python bench/prepare.py [--data ROOT] [--n 3000] [--image-size 128] [--workers 0]
+Usage: .venv/bin/python bench/prepare.py [--data ROOT] [--n 3000] [--image-size 128] [--workers N]
 Without --data, draws --n synthetic characters (`animatch synth`, seed 0) into a temp dir first (not
 timed). Then times one full `prepare` run (schema and text checks, every image read, hashed and fully
 decoded in a process pool, dedup, chunking, split, writing the outputs) and prints records, seconds and
@@ -26,7 +26,8 @@ def main() -> None:
     parser.add_argument("--data", help="dataset root to prepare (default: draw a synthetic one)")
     parser.add_argument("--n", type=int, default=3000, help="synthetic characters to draw without --data")
     parser.add_argument("--image-size", type=int, default=128, help="synthetic image width in pixels")
-    parser.add_argument("--workers", type=int, default=0, help="image-checking processes (0: one per core)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="image-checking processes (default: one per core; 0: the main process)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench_prepare_") as tmp:
         data = args.data

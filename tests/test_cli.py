@@ -1,10 +1,11 @@
+import dataclasses
 import subprocess
 import sys
 
 import pytest
 
 from animatch.cli import COMMANDS, main, resolve_config
-from animatch.config import PrepareConfig, TrainConfig
+from animatch.config import PrepareConfig, TrainConfig, flag
 from animatch.errors import UserError
 
 
@@ -16,13 +17,24 @@ def test_top_level_help_lists_every_subcommand():
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))
-def test_each_subcommand_documents_its_options_with_defaults(name, capsys):
+def test_each_subcommand_documents_every_option_with_choices_and_one_default(name, capsys):
     with pytest.raises(SystemExit) as exc:
         main([name, "--help"])
     assert exc.value.code == 0
-    text = capsys.readouterr().out
-    assert "--config FILE" in text
-    assert "(default:" in text or "(required)" in text
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert "--config FILE" in text and "(default: None)" not in text
+    for f in dataclasses.fields(COMMANDS[name][0]):
+        choices = f.metadata["choices"]
+        assert flag(f) in text or f.metadata["positional"] and choices  # a positional shows its metavar
+        if choices:
+            assert "{" + ",".join(choices) + "}" in text
+    for chunk in text.split(" --"):  # one option's help
+        assert chunk.count("(default:") <= 1, chunk
+
+
+def test_help_imports_no_torch():
+    code = "import sys; from animatch.cli import build_parser; build_parser(); sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
 def test_unknown_option_is_one_line_exit_2(capsys):

@@ -11,46 +11,44 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
-import os
 import sys
-import types
 import typing
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from animatch import config as C
+from animatch import config
 from animatch.errors import UserError
 
 # name -> (config class, "module:function", one-line help). The function takes the config and returns
 # an exit code (None means 0).
 COMMANDS: dict[str, tuple[type, str, str]] = {
-    "demo": (C.DemoConfig, "animatch.demo:run_demo",
+    "demo": (config.DemoConfig, "animatch.demo:run_demo",
              "the whole pipeline on synthetic data, offline: data, CLIP, match, search, judge"),
-    "synth": (C.SynthConfig, "animatch.data.synth:run_synth", "draw a synthetic persona dataset"),
-    "prepare": (C.PrepareConfig, "animatch.data.prepare:run_prepare",
+    "synth": (config.SynthConfig, "animatch.data.synth:run_synth", "draw a synthetic persona dataset"),
+    "prepare": (config.PrepareConfig, "animatch.data.prepare:run_prepare",
                 "clean, validate, deduplicate, chunk and split a dataset"),
-    "download": (C.DownloadConfig, "animatch.data.download:run_download",
+    "download": (config.DownloadConfig, "animatch.data.download:run_download",
                  "fetch AniPersonaCaps from the Hugging Face Hub"),
-    "init-model": (C.InitModelConfig, "animatch.models.tiny:run_init_model",
+    "init-model": (config.InitModelConfig, "animatch.models.tiny:run_init_model",
                    "build a tiny offline checkpoint (clip-tiny, clip-small, llava-tiny)"),
-    "train": (C.TrainConfig, "animatch.clip.train:run_train", "fine-tune CLIP with global negatives"),
-    "eval": (C.EvalConfig, "animatch.clip.evaluation:run_eval",
+    "train": (config.TrainConfig, "animatch.clip.train:run_train", "fine-tune CLIP with global negatives"),
+    "eval": (config.EvalConfig, "animatch.clip.evaluation:run_eval",
              "evaluate CLIP: accuracy, Recall@K, cosine gap, BLEU/ROUGE"),
-    "match": (C.MatchConfig, "animatch.clip.match:run_match",
+    "match": (config.MatchConfig, "animatch.clip.match:run_match",
               "rank characters or texts for a folder of images; matches, heatmaps, summary"),
-    "index": (C.IndexConfig, "animatch.clip.index:run_index", "build a search index of a dataset"),
-    "search": (C.SearchConfig, "animatch.clip.index:run_search", "search an index by text or by image"),
-    "judge": (C.JudgeConfig, "animatch.judge.cli:run_judge",
+    "index": (config.IndexConfig, "animatch.clip.index:run_index", "build a search index of a dataset"),
+    "search": (config.SearchConfig, "animatch.clip.index:run_search", "search an index by text or by image"),
+    "judge": (config.JudgeConfig, "animatch.judge.cli:run_judge",
               "LLaVA judge: describe an image, then score an English text against it (1-10)"),
-    "judge-train": (C.JudgeTrainConfig, "animatch.judge.train:run_judge_train",
+    "judge-train": (config.JudgeTrainConfig, "animatch.judge.train:run_judge_train",
                     "fine-tune the LLaVA judge (LoRA, QLoRA or full) on both stages"),
-    "judge-eval": (C.JudgeEvalConfig, "animatch.judge.evaluation:run_judge_eval",
+    "judge-eval": (config.JudgeEvalConfig, "animatch.judge.evaluation:run_judge_eval",
                    "evaluate the judge: verdict accuracy + ROC-AUC, keyword Recall@K, BLEU/ROUGE, cosine"),
-    "audit": (C.AuditConfig, "animatch.audit.run:run_audit",
+    "audit": (config.AuditConfig, "animatch.audit.run:run_audit",
               "find mismatched image-text pairs: CLIP screen, LLaVA verification, clean metadata"),
-    "serve": (C.ServeConfig, "animatch.serve.app:run_serve",
+    "serve": (config.ServeConfig, "animatch.serve.app:run_serve",
               "web app and JSON API: search, match and judge in the browser"),
 }
 
@@ -60,42 +58,41 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _field_type(tp: Any) -> tuple[type, bool]:
-    """(scalar type, is_list) of a dataclass field annotation (Optional[...] unwrapped)."""
-    if isinstance(tp, str):
-        tp = eval(tp, vars(C), dict(vars(typing)))  # annotations are strings under `from __future__`
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        tp = next(a for a in typing.get_args(tp) if a is not type(None))
-        origin = typing.get_origin(tp)
-    if origin is list:
-        return typing.get_args(tp)[0], True
-    return tp, False
+def _group_of(cls: type, name: str) -> type:
+    """The option group (or command class) that declares field `name` of `cls`."""
+    return next(k for k in cls.__mro__ if name in vars(k).get("__annotations__", {}))
 
 
 def _add_options(parser: argparse.ArgumentParser, cls: type) -> None:
-    for f in dataclasses.fields(cls):
+    """One argument per field: the command's own fields first, then one titled section per option group."""
+    sections: dict[type, Any] = {cls: parser}
+    rank = {k: n for n, k in enumerate(cls.__mro__)}  # own fields, then the groups, most specific first
+    for f in sorted(dataclasses.fields(cls), key=lambda f: rank[_group_of(cls, f.name)]):
+        group = _group_of(cls, f.name)
+        if group not in sections:
+            sections[group] = parser.add_argument_group(f"{group.__doc__} options")
+        tp, is_list, _ = config.resolved_types(cls)[f.name]
         meta = f.metadata
-        tp, is_list = _field_type(f.type)
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        help_text = meta.get("help", "")
-        if meta.get("required"):
+        choices = meta["choices"]
+        help_text = meta["help"]
+        if meta["required"]:
             help_text += " (required)"
-        elif tp is not bool:
-            help_text += f" (default: {default})"
+        elif tp is bool:
+            help_text += f" (default: {'on' if default else 'off'})"
+        elif default is not None:  # an unset option's help says what unset means
+            shown = " ".join(map(str, default)) if is_list else default
+            help_text += f" (default: {shown})"
         kw: dict[str, Any] = {"help": help_text.replace("%", "%%"), "default": argparse.SUPPRESS}
-        if meta.get("positional"):
-            if not meta.get("required"):
-                kw["nargs"] = "?"
-            parser.add_argument(f.name, type=tp, choices=meta.get("choices"), metavar=f.name.upper(), **kw)
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        if tp is bool:
-            kw["help"] = help_text + f" (default: {'on' if default else 'off'})"
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+        metavar = "{" + ",".join(choices) + "}" if choices else f.name.upper()
+        if meta["positional"]:
+            sections[group].add_argument(f.name, type=tp, metavar=metavar, nargs=None if meta["required"] else "?",
+                                         **kw)
+        elif tp is bool:
+            sections[group].add_argument(config.flag(f), action=argparse.BooleanOptionalAction, **kw)
         else:
-            parser.add_argument(flag, type=tp, choices=meta.get("choices"), nargs="+" if is_list else None,
-                                metavar=f.name.upper(), **kw)
+            sections[group].add_argument(config.flag(f), type=tp, metavar=metavar, nargs="+" if is_list else None,
+                                         **kw)
     parser.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
                         help="YAML file setting any of these options; command-line options override it")
 
@@ -121,39 +118,38 @@ def _version() -> str:
     return __version__
 
 
+def _read_config_file(path: Path, names: set[str]) -> dict[str, Any]:
+    """The option: value mapping of a YAML `--config` file; UserError when it is not one."""
+    if not path.is_file():
+        raise UserError(f"config file not found: {path}")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise UserError(f"config file {path} is not UTF-8 text") from None
+    except yaml.YAMLError as e:
+        first_line = (str(e).splitlines() or [type(e).__name__])[0]
+        raise UserError(f"config file {path} is not valid YAML: {first_line}") from None
+    if not isinstance(loaded, dict):
+        raise UserError(f"config file {path} must hold a mapping of option: value")
+    unknown = sorted(map(str, set(loaded) - names))
+    if unknown:
+        raise UserError(f"config file {path}: unknown option(s) {', '.join(unknown)}")
+    return loaded
+
+
 def resolve_config(cls: type, given: dict[str, Any]) -> Any:
-    """Defaults <- YAML config file <- command-line options; then check required fields and paths."""
+    """Defaults <- YAML config file <- command-line options; the options check their values, then the paths
+    they name must exist."""
     values: dict[str, Any] = {}
-    names = {f.name for f in dataclasses.fields(cls)}
     if "config" in given:
-        path = Path(given.pop("config"))
-        if not path.is_file():
-            raise UserError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise UserError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
-        if not isinstance(loaded, dict):
-            raise UserError(f"config file {path} must hold a mapping of option: value")
-        unknown = sorted(set(loaded) - names)
-        if unknown:
-            raise UserError(f"config file {path}: unknown option(s) {', '.join(unknown)}")
-        values.update(loaded)
+        given = dict(given)
+        values.update(_read_config_file(Path(given.pop("config")), {f.name for f in dataclasses.fields(cls)}))
     values.update(given)
-    for f in dataclasses.fields(cls):
-        meta = f.metadata
-        flag = f.name if meta.get("positional") else "--" + f.name.replace("_", "-")
-        if meta.get("required") and values.get(f.name) is None:
-            raise UserError(f"{flag} is required")
-        value = values.get(f.name)
-        if value is not None and meta.get("choices") and value not in meta["choices"]:
-            raise UserError(f"{flag}: {value!r} is not one of {', '.join(map(str, meta['choices']))}")
-        kind = meta.get("exists")
-        if value is not None and kind:
-            ok = {"dir": os.path.isdir, "file": os.path.isfile, "path": os.path.exists}[kind](value)
-            if not ok:
-                raise UserError(f"{flag}: {kind} not found: {value}")
-    return cls(**values)
+    cfg = cls(**values)
+    missing = cfg.missing_path()
+    if missing:
+        raise UserError(missing)
+    return cfg
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,23 +30,12 @@ from animatch.errors import UserError
 from animatch.runs import atomic_write_text, write_run_files
 
 DECIMALS = 5
-MIN_REFERENCE = 10
 TRIM_BLOCK = 1024
 WEAK_J = 0.5  # below this TPR - FPR at a calibrated threshold, the summary warns that flags are unreliable
 
 
-def _check(cfg: AuditConfig) -> None:
-    if cfg.calibration_swaps < 1 or cfg.judge_batch_size < 1 or cfg.min_calibration_pairs < 2 \
-            or cfg.reference_images < MIN_REFERENCE:
-        raise UserError(f"--calibration-swaps and --judge-batch-size must be >= 1, --min-calibration-pairs >= 2, "
-                        f"--reference-images >= {MIN_REFERENCE}")
-    if not 0 < cfg.sentence_fpr < 1:
-        raise UserError(f"--sentence-fpr must be in (0, 1), got {cfg.sentence_fpr}")
-    if cfg.judge_sample < 0 or (cfg.judge_max_pairs is not None and cfg.judge_max_pairs < 0):
-        raise UserError("--judge-sample and --judge-max-pairs must not be negative")
-
-
-def _r(x: float) -> float | None:
+def _rounded(x: float) -> float | None:
+    """`x` rounded for the JSON outputs; None when missing or not finite (JSON has no NaN)."""
     return None if x is None or not np.isfinite(x) else round(float(x), DECIMALS)
 
 
@@ -76,14 +65,15 @@ def _calibrate(cfg: AuditConfig, stats: scoring.PairStats, image_emb: torch.Tens
 
 
 def _trim_rescore(model: Any, processor: Any, cache: Any, image_emb: torch.Tensor, stats: scoring.PairStats,
-                  indices: list[int], texts: list[str]) -> np.ndarray:
+                  indices: list[int], texts: list[str], batch_size: int) -> np.ndarray:
     """Fit scores of the pairs `indices` with their texts replaced by `texts`."""
     from animatch.clip.embed import embed_chunked
     from animatch.data.text import appearance_chunks
 
     if not indices:
         return np.empty(0)
-    emb = embed_chunked(model, processor, [appearance_chunks(t) for t in texts], cache=cache)
+    emb = embed_chunked(model, processor, [appearance_chunks(t) for t in texts], batch_size=batch_size,
+                        cache=cache)
     fits = []
     n = image_emb.shape[0]
     for start in range(0, len(indices), TRIM_BLOCK):
@@ -101,7 +91,6 @@ def run_audit(cfg: AuditConfig, judge: Any = None) -> int:
     from animatch.clip.match import embed_sharded, open_sharded_clip
     from animatch.data.prepare import title_key
 
-    _check(cfg)
     records, skipped, source = load_records(cfg)
     if len(records) < 2:
         raise UserError(f"need at least 2 records with an appearance text to audit, {source} has {len(records)}")
@@ -121,7 +110,7 @@ def run_audit(cfg: AuditConfig, judge: Any = None) -> int:
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
     flat_chunks = [c for r in scored for c in r["appearance_chunks"]]
     emb = embed_texts(model, processor, flat_chunks + [s for ss in sentences for _, s in ss],
-                      batch_size=max(cfg.batch_size, 256), cache=cache, progress=True)
+                      batch_size=cfg.batch_size, cache=cache, progress=True)
     chunk_emb, sent_emb = emb[:len(flat_chunks)], emb[len(flat_chunks):]
     chunk_owner = torch.tensor([i for i, r in enumerate(scored) for _ in r["appearance_chunks"]])
     text_emb = F.normalize(torch.zeros_like(image_emb).index_add_(0, chunk_owner, chunk_emb), dim=-1)
@@ -153,15 +142,16 @@ def run_audit(cfg: AuditConfig, judge: Any = None) -> int:
     rows: list[dict] = []
     for i, r in enumerate(scored):
         s0, c = starts[i], counts[i]
-        sents = [{"paragraph": p, "text": t, "cosine": _r(tops[s0 + k] - deficit[s0 + k]),
-                  "deficit": _r(deficit[s0 + k]), "fits": bool(sentence_fits[s0 + k])}
+        sents = [{"paragraph": p, "text": t, "cosine": _rounded(tops[s0 + k] - deficit[s0 + k]),
+                  "deficit": _rounded(deficit[s0 + k]), "fits": bool(sentence_fits[s0 + k])}
                  for k, (p, t) in enumerate(sentences[i])]
         rows.append({"id": r["id"], "file_name": r["file_name"], "character": r.get("character"),
                      "title": r.get("title"), "split": r.get("split"), "status": "ok", "error": None,
-                     "cosine": _r(stats.cosine[i]), "fit": _r(stats.fit[i]), "z_text": _r(stats.z_text[i]),
-                     "z_image": _r(stats.z_image[i]), "text_rank": int(stats.text_rank[i]),
-                     "image_rank": int(stats.image_rank[i]), "title_z": _r(title_z[i]),
-                     "chunk_cosines": [_r(x) for x in chunk_cos[chunk_starts[i]:chunk_starts[i + 1]]],
+                     "cosine": _rounded(stats.cosine[i]), "fit": _rounded(stats.fit[i]),
+                     "z_text": _rounded(stats.z_text[i]), "z_image": _rounded(stats.z_image[i]),
+                     "text_rank": int(stats.text_rank[i]), "image_rank": int(stats.image_rank[i]),
+                     "title_z": _rounded(title_z[i]),
+                     "chunk_cosines": [_rounded(x) for x in chunk_cos[chunk_starts[i]:chunk_starts[i + 1]]],
                      "sentences": sents,
                      "nonfitting_sentences": int(c - sentence_fits[s0:s0 + c].sum()),
                      "clip_flag": bool(clip_flag[i]), "flag": bool(clip_flag[i]), "judge": None})
@@ -176,8 +166,8 @@ def run_audit(cfg: AuditConfig, judge: Any = None) -> int:
                 trims[i] = trimmed_text(sentences[i], drop)
         rescore = [i for i in trims if rows[i]["flag"] and 2 * rows[i]["nonfitting_sentences"] < counts[i]]
         for i, fit in zip(rescore, _trim_rescore(model, processor, cache, image_emb, stats, rescore,
-                                                 [trims[i] for i in rescore])):
-            rows[i]["trimmed_fit"] = _r(fit)
+                                                 [trims[i] for i in rescore], cfg.batch_size)):
+            rows[i]["trimmed_fit"] = _rounded(fit)
 
     judge_summary = None
     if judge is not None or cfg.judge_model:
@@ -230,7 +220,7 @@ def run_audit(cfg: AuditConfig, judge: Any = None) -> int:
         "nonfitting_sentences": int((~sentence_fits).sum()),
         "pairs_with_nonfitting_sentences": sum(r["nonfitting_sentences"] > 0 for r in rows),
         "actions": actions, "clean_records": len(clean), "trim_sentences": cfg.trim_sentences,
-        "fit_quantiles": {f"p{q:02d}": _r(np.percentile(stats.fit, q)) for q in (1, 5, 25, 50, 75, 95)},
+        "fit_quantiles": {f"p{q:02d}": _rounded(np.percentile(stats.fit, q)) for q in (1, 5, 25, 50, 75, 95)},
         "judge": judge_summary, "warnings": warnings, "cache": cache_stats, "processes": state.num_processes,
         "seconds": round(time.perf_counter() - started, 2)}
     write_flagged_html(out / "flagged.html", all_rows, root, summary, max_items=cfg.html_max_items,

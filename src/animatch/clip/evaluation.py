@@ -77,7 +77,7 @@ def validation_metrics(model, processor, records: list[dict], root: str | Path, 
 
 def evaluate_model(model_id: str, records: list[dict], cfg: EvalConfig) -> tuple[dict, dict]:
     """All four measures for one model; returns (metrics, plot data)."""
-    model, processor = load_clip(model_id)
+    model, processor = load_clip(model_id, device=cfg.device)
     emb = embed_split(model, processor, records, cfg.data, batch_size=cfg.batch_size, workers=cfg.workers,
                       modes=("pooled", "chunk_pooled", "truncated", "chunks"))
     kept = emb["records"]

@@ -95,8 +95,8 @@ def run_index(cfg: IndexConfig) -> int:
     paths = [root / r["file_name"] for r in records]
     image_emb, ok, failures = embed_images(model, processor, paths, batch_size=cfg.batch_size,
                                            workers=cfg.workers, cache=cache)
-    text_emb = embed_chunked(model, processor, [chunks[n] for n in with_text], cache=cache,
-                             progress=True)
+    text_emb = embed_chunked(model, processor, [chunks[n] for n in with_text], batch_size=cfg.batch_size,
+                             cache=cache, progress=True)
     image_index = build_faiss(image_emb, ok, approximate_above=cfg.approximate_above, neighbors=cfg.hnsw_neighbors)
     text_index = build_faiss(text_emb, with_text, approximate_above=cfg.approximate_above,
                              neighbors=cfg.hnsw_neighbors)

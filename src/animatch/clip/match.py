@@ -151,9 +151,10 @@ def run_match(cfg: MatchConfig) -> int:
     if not state.is_main_process:
         return 0
     if chunks:
-        text_emb = embed_chunked(model, processor, chunks, cache=cache)
+        text_emb = embed_chunked(model, processor, chunks, batch_size=cfg.batch_size, cache=cache)
     else:
-        text_emb = embed_texts(model, processor, [c["candidate"] for c in candidates], cache=cache)
+        text_emb = embed_texts(model, processor, [c["candidate"] for c in candidates], batch_size=cfg.batch_size,
+                               cache=cache)
     if cache is not None:
         stats["texts_embedded"], stats["texts_cached"] = cache.stats.texts_embedded, cache.stats.texts_cached
     logit_scale = float(model.logit_scale.detach().exp())

@@ -57,8 +57,6 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 
 def _lock_towers(model, cfg: TrainConfig) -> None:
-    if cfg.lock_image and cfg.lock_text:
-        raise UserError("--lock-image and --lock-text together leave nothing to train")
     towers = ([model.vision_model, model.visual_projection] if cfg.lock_image else []) + \
              ([model.text_model, model.text_projection] if cfg.lock_text else [])
     for module in towers:
@@ -133,12 +131,6 @@ def run_train(cfg: TrainConfig) -> int:
         raise UserError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
     if cfg.resume and not has_resume_state(out / "last"):
         raise UserError(f"--resume: no resume state in {out / 'last'}")
-    if not 0 < cfg.decay_fraction <= 1:
-        raise UserError(f"--decay-fraction must be in (0, 1], got {cfg.decay_fraction}")
-    if not 0 <= cfg.patch_dropout < 1:
-        raise UserError(f"--patch-dropout must be in [0, 1), got {cfg.patch_dropout}")
-    if cfg.text_buckets < 1:
-        raise UserError(f"--text-buckets must be at least 1, got {cfg.text_buckets}")
     acc = Accelerator(mixed_precision=resolve_mixed_precision(cfg.mixed_precision),
                       log_with=None if cfg.report_to == "none" else cfg.report_to, project_dir=str(out))
     set_seed(cfg.seed)

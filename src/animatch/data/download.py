@@ -108,8 +108,6 @@ def _hub_error(e: Exception, cfg: DownloadConfig) -> UserError:
 
 
 def run_download(cfg: DownloadConfig) -> int:
-    if cfg.limit is not None and cfg.limit < 1:
-        raise UserError(f"--limit must be at least 1, got {cfg.limit}")
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out exists and is not a directory: {out}")

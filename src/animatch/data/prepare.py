@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -126,18 +125,6 @@ def _check_images(tasks: list[tuple[str, int, bool]],
 
 
 def _validate_config(cfg: PrepareConfig) -> Path:
-    for name in ("val_fraction", "test_fraction"):
-        if not 0.0 <= getattr(cfg, name) < 1.0:
-            raise UserError(f"--{name.replace('_', '-')} must be in [0, 1), got {getattr(cfg, name)}")
-    if cfg.val_fraction + cfg.test_fraction >= 1.0:
-        raise UserError("--val-fraction plus --test-fraction must be below 1")
-    if cfg.chunk_tokens < 8:
-        raise UserError(f"--chunk-tokens must be at least 8, got {cfg.chunk_tokens}")
-    if cfg.placeholder_min_characters < 2:
-        raise UserError("--placeholder-min-characters must be at least 2")
-    if cfg.max_image_pixels <= 0 or cfg.workers < 0 or cfg.min_appearance_chars < 0:
-        raise UserError("--max-image-pixels must be positive, --workers and --min-appearance-chars "
-                        "not negative")
     data = Path(cfg.data)
     if not data.is_dir():
         raise UserError(f"--data: dataset root not found: {data}")
@@ -218,10 +205,9 @@ def run_prepare(cfg: PrepareConfig) -> int:
     read, candidates = _text_stage(metadata, cfg, drops)
     if read == 0:
         raise UserError(f"{metadata} holds no records")
-    workers = cfg.workers or os.cpu_count() or 1
     tasks = [(str(data / rec["file_name"]), cfg.max_image_pixels, cfg.check_images) for _, rec in candidates]
     with_images = []
-    for (line_no, rec), (digest, reason) in zip(candidates, _check_images(tasks, workers), strict=True):
+    for (line_no, rec), (digest, reason) in zip(candidates, _check_images(tasks, cfg.workers), strict=True):
         if reason is None:  # chunking here overlaps with the workers' decoding
             rec["appearance_chunks"] = appearance_chunks(rec["appearance"], cfg.chunk_tokens, count_tokens)
             with_images.append((line_no, rec, digest))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import time
 import uuid
@@ -134,20 +133,17 @@ def run_synth(cfg: SynthConfig) -> int:
     out = Path(cfg.out)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "synth_report.json").exists())):
         raise UserError(f"--out {out} exists and is not a synth dataset; refusing to overwrite it")
-    if cfg.image_size < 32:
-        raise UserError("--image-size must be at least 32 pixels")
     start = time.perf_counter()
     records = plan_records(cfg.n, cfg.seed, cfg.characters_per_title)
-    workers = cfg.workers or os.cpu_count() or 1
     with atomic_dir(out) as tmp:
         chunks = [(str(tmp), cfg.image_size, [(r["file_name"], r["attributes"]) for r in records[i:i + CHUNK]])
                   for i in range(0, len(records), CHUNK)]
         bar = tqdm(total=len(records), desc="drawing", unit="img", disable=len(records) < 200)
-        if workers == 1 or len(chunks) == 1:
+        if cfg.workers <= 1 or len(chunks) == 1:
             for chunk in chunks:
                 bar.update(_draw_chunk(chunk))
         else:
-            with ProcessPoolExecutor(min(workers, len(chunks))) as pool:
+            with ProcessPoolExecutor(min(cfg.workers, len(chunks))) as pool:
                 for done in pool.map(_draw_chunk, chunks):
                     bar.update(done)
         bar.close()

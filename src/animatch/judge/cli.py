@@ -30,17 +30,7 @@ from animatch.runs import atomic_write_text, config_dict, markdown_table, write_
 DONE_STATUSES = ("ok", "unparsed")
 
 
-def _check(cfg: JudgeConfig) -> None:
-    if cfg.batch_size < 1 or cfg.num_beams < 1:
-        raise UserError("--batch-size and --num-beams must be at least 1")
-    if cfg.temperature < 0 or any(t <= 0 for t in cfg.retry_temperatures):
-        raise UserError("--temperature must be >= 0 and --retry-temperatures > 0")
-    if not 0 < cfg.top_p <= 1:
-        raise UserError("--top-p must be in (0, 1]")
-
-
 def run_judge(cfg: JudgeConfig) -> int:
-    _check(cfg)
     single = cfg.image is not None or cfg.text is not None
     if single and cfg.pairs is not None:
         raise UserError("give either --image and --text (single mode) or --pairs and --out (batch mode)")

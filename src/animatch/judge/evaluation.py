@@ -201,10 +201,6 @@ def report(cfg: JudgeEvalConfig, results: dict, n_characters: int) -> str:
 
 
 def run_judge_eval(cfg: JudgeEvalConfig) -> int:
-    if cfg.groups < 1 or cfg.k < 1 or cfg.batch_size < 1 or cfg.candidate_tokens < 1:
-        raise UserError("--groups, --k, --batch-size and --candidate-tokens must be at least 1")
-    if cfg.baseline_adapter and not cfg.baseline:
-        raise UserError("--baseline-adapter needs --baseline (the checkpoint it adapts)")
     out = Path(cfg.out)
     records = load_split(cfg.split_dir, cfg.split)[:cfg.max_items]
     pairs = build_pairs(records, cfg.groups, cfg.seed)

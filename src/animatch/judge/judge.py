@@ -34,7 +34,7 @@ from animatch.judge.language import english_problem
 from animatch.judge.loading import load_judge_model
 from animatch.judge.parse import parse_analysis, parse_score
 
-_D = JudgeConfig()
+DEFAULTS = JudgeConfig()  # the keyword defaults of Judge below are the CLI's
 
 
 @dataclass
@@ -58,7 +58,7 @@ def error_result(message: str) -> dict:
 class Judge:
     """Load a LLaVA checkpoint (+ optional adapter) once, then judge (image, text) pairs."""
 
-    def __init__(self, model: str = _D.model, adapter: str | None = None, device: str | None = None,
+    def __init__(self, model: str = DEFAULTS.model, adapter: str | None = None, device: str | None = None,
                  dtype: str | None = None, load_in_4bit: bool = False, attn_implementation: str = "sdpa",
                  **settings: Any):
         """Load `model` (+ `adapter`); `settings` are those of `from_model`."""
@@ -73,13 +73,13 @@ class Judge:
         judge._setup(model, processor, **settings)
         return judge
 
-    def _setup(self, model: Any, processor: Any, *, num_beams: int = _D.num_beams,
-               max_description_tokens: int = _D.max_description_tokens,
-               max_analysis_tokens: int = _D.max_analysis_tokens, temperature: float = _D.temperature,
-               top_p: float = _D.top_p, seed: int = _D.seed,
-               retry_temperatures: Sequence[float] = tuple(_D.retry_temperatures),
-               threshold: float = _D.threshold, reuse_prefix: bool = _D.reuse_prefix,
-               max_image_pixels: int = _D.max_image_pixels) -> None:
+    def _setup(self, model: Any, processor: Any, *, num_beams: int = DEFAULTS.num_beams,
+               max_description_tokens: int = DEFAULTS.max_description_tokens,
+               max_analysis_tokens: int = DEFAULTS.max_analysis_tokens, temperature: float = DEFAULTS.temperature,
+               top_p: float = DEFAULTS.top_p, seed: int = DEFAULTS.seed,
+               retry_temperatures: Sequence[float] = tuple(DEFAULTS.retry_temperatures),
+               threshold: float = DEFAULTS.threshold, reuse_prefix: bool = DEFAULTS.reuse_prefix,
+               max_image_pixels: int = DEFAULTS.max_image_pixels) -> None:
         self.model, self.processor = model, processor
         self.num_beams, self.max_description_tokens = num_beams, max_description_tokens
         self.max_analysis_tokens, self.temperature, self.top_p = max_analysis_tokens, temperature, top_p

@@ -1,9 +1,9 @@
 """Offline, byte-for-byte reproducible tokenizers for the tiny checkpoints: a CLIP BPE and a Llama BPE.
 
 Both are trained with the `tokenizers` BPE trainer on synthetic persona text plus a general English word
-list (`english_words`), then their vocabularies are rebuilt in a fixed order (special tokens, the base
-alphabet sorted, then merge results in merge order), because the ids the trainer hands out follow hash-map
-order and differ between processes. The results are ordinary `CLIPTokenizer` / `LlamaTokenizer` objects
+list (`english_words.txt`, package data), then their vocabularies are rebuilt in a fixed order (special
+tokens, the base alphabet sorted, then merge results in merge order), because the ids the trainer hands out
+follow hash-map order and differ between processes. The results are ordinary `CLIPTokenizer` / `LlamaTokenizer` objects
 (CLIP: lowercasing, `</w>` word ends, start/end tokens; Llama: metaspace, byte fallback, `<s>`), saved
 with `save_pretrained` like any Hub tokenizer.
 """
@@ -12,15 +12,20 @@ from __future__ import annotations
 
 import json
 import random
+from importlib import resources
 
 from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers, trainers
-
-from animatch.models.english_words import WORDS
 
 CLIP_SPECIALS = ("<|startoftext|>", "<|endoftext|>")
 LLAMA_SPECIALS = ("<unk>", "<s>", "</s>")
 _WORD_END = 0xE000  # private-use offset spelling "c</w>" as one character while training the CLIP BPE
 LLAMA_BYTES = tuple(f"<0x{i:02X}>" for i in range(256))
+
+
+def english_words() -> tuple[str, ...]:
+    """The word list shipped as english_words.txt, in its order (most frequent first)."""
+    text = resources.files("animatch.models").joinpath("english_words.txt").read_text(encoding="utf-8")
+    return tuple(word for line in text.splitlines() if not line.startswith("#") for word in line.split())
 
 
 def training_corpus(n_records: int = 1500, seed: int = 0) -> list[str]:
@@ -32,7 +37,7 @@ def training_corpus(n_records: int = 1500, seed: int = 0) -> list[str]:
         texts += [record["appearance"], record["personality"], record["title"] + " " + record["character"],
                   query_text(record["attributes"])]
     rng = random.Random(seed)
-    weighted = [w for rank, w in enumerate(WORDS) for _ in range(1 + 2000 // (rank + 100))]
+    weighted = [w for rank, w in enumerate(english_words()) for _ in range(1 + 2000 // (rank + 100))]
     rng.shuffle(weighted)
     texts += [" ".join(weighted[i:i + 40]) for i in range(0, len(weighted), 40)]
     return texts

@@ -188,12 +188,6 @@ def open_socket(host: str, port: int) -> socket.socket:
 
 def open_server(cfg: ServeConfig, log_level: str = "info") -> tuple[uvicorn.Server, socket.socket]:
     """A uvicorn server of the app and its bound socket; run it with `server.run(sockets=[sock])`."""
-    if cfg.adapter and not cfg.judge_model:
-        raise UserError("--adapter needs --judge-model")
-    if cfg.max_upload_mb <= 0 or cfg.max_k < 1 or cfg.max_match_images < 1 or cfg.max_candidates < 1 \
-            or cfg.judge_queue < 0 or cfg.cascade_k < 1 or cfg.judge_batch_size < 1:
-        raise UserError("--max-upload-mb, --max-k, --max-match-images, --max-candidates, --cascade-k and "
-                        "--judge-batch-size must be positive, --judge-queue at least 0")
     sock = open_socket(cfg.host, cfg.port)
     try:
         app = create_app(Services(cfg))
