@@ -129,6 +129,8 @@ class TrainConfig:
     report_to: str = opt("tensorboard", "experiment tracker", choices=("tensorboard", "wandb", "none"))
     max_bad_steps: int = opt(5, "stop after this many consecutive non-finite losses (each one is skipped)")
     resume: bool = opt(False, "continue from RUN_DIR/last (model, optimizer, schedule, scaler, RNG, data position)")
+    deterministic: bool = opt(False, "bit-reproducible on CUDA too (deterministic kernels, no TF32, math attention): "
+                                     "a resumed run equals an uninterrupted one; slower (docs/BENCHMARKS.md)")
 
 
 @dataclass
@@ -309,6 +311,8 @@ class JudgeTrainConfig:
     max_bad_steps: int = opt(5, "stop after this many consecutive non-finite losses (each one is skipped)")
     resume: bool = opt(False, "continue from RUN_DIR/last (weights, optimizer, schedule, RNG, data position)")
     merge: bool = opt(False, "lora/qlora: also write RUN_DIR/merged, a full checkpoint with the adapter merged")
+    deterministic: bool = opt(False, "bit-reproducible on CUDA too (deterministic kernels, no TF32, math attention): "
+                                     "a resumed run equals an uninterrupted one; slower (docs/BENCHMARKS.md)")
 
 
 @dataclass

@@ -11,14 +11,17 @@ for long appearances, optional patch dropout (`clip.patch_dropout`) and length-b
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+import os
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import get_cosine_with_min_lr_schedule_with_warmup, get_wsd_schedule
@@ -44,6 +47,52 @@ def resolve_mixed_precision(choice: str) -> str:
     if not torch.cuda.is_available():
         return "no"
     return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def fresh_accelerator(**kwargs) -> Accelerator:
+    """An Accelerator configured by this run alone. accelerate keeps one state per process and refuses a second
+    Accelerator with another precision or device ("AcceleratorState has already been initialized"), which a
+    second in-process run (the demo, tests, a notebook) would hit; a run owns the process while it runs, so
+    it starts from a clean state. Under `accelerate launch` the process group (PartialState) is kept."""
+    AcceleratorState._reset_state(reset_partial_state=not torch.distributed.is_initialized())
+    GradientState._reset_state()
+    return Accelerator(**kwargs)
+
+
+@contextmanager
+def deterministic_mode(enabled: bool):
+    """`--deterministic`: the same inputs give bit-identical results on CUDA too (on CPU they already do), so a
+    killed and resumed run equals an uninterrupted one. Deterministic kernels (an error names any op without
+    one), a fixed cuBLAS workspace, no TF32, the math attention kernel. Its cost is in docs/BENCHMARKS.md.
+    Process-wide switches, so they are restored on exit."""
+    if not enabled:
+        yield
+        return
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark,
+             torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+             os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
+    os.environ["CUBLAS_WORKSPACE_CONFIG"] = saved[4] or ":4096:8"
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):
+            yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0])
+        torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = \
+            saved[1:4]
+        if saved[4] is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+
+
+def honours_deterministic(run):
+    """Run `run(cfg)` under `deterministic_mode(cfg.deterministic)`."""
+    @functools.wraps(run)
+    def wrapper(cfg):
+        with deterministic_mode(cfg.deterministic):
+            return run(cfg)
+    return wrapper
 
 
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -77,6 +126,7 @@ class Trainer:
                                       eps=cfg.adam_eps, fused=True if acc.device.type in ("cpu", "cuda") else None)
         self.model, self.optimizer = acc.prepare(ClipForward(model, cfg.text_buckets), optimizer)
         self.bad_steps = 0
+        self.overflow_steps = 0  # fp16: steps the GradScaler skipped (inf/nan gradients), logged with the metrics
 
     @property
     def raw_model(self):
@@ -115,6 +165,7 @@ class Trainer:
         if self.cfg.max_grad_norm > 0:
             self.acc.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
         self.optimizer.step()
+        self.overflow_steps += self.optimizer.step_was_skipped  # the scaler then lowers its scale and goes on
         self.optimizer.zero_grad(set_to_none=True)
         with torch.no_grad():
             logit_scale.clamp_(0, MAX_LOGIT_SCALE)
@@ -124,9 +175,10 @@ class Trainer:
 def _loader(dataset, batches, collator, cfg: TrainConfig, acc: Accelerator):
     return torch.utils.data.DataLoader(dataset, batch_sampler=batches, collate_fn=collator,
                                        num_workers=cfg.workers, pin_memory=acc.device.type == "cuda",
-                                       persistent_workers=False)
+                                       persistent_workers=False, generator=torch.Generator().manual_seed(cfg.seed))
 
 
+@honours_deterministic
 def run_train(cfg: TrainConfig) -> int:
     out = Path(cfg.out)
     if (out / "last").exists() and not cfg.resume:
@@ -139,7 +191,9 @@ def run_train(cfg: TrainConfig) -> int:
         raise UserError(f"--patch-dropout must be in [0, 1), got {cfg.patch_dropout}")
     if cfg.text_buckets < 1:
         raise UserError(f"--text-buckets must be at least 1, got {cfg.text_buckets}")
-    acc = Accelerator(mixed_precision=resolve_mixed_precision(cfg.mixed_precision),
+    if cfg.deterministic and cfg.attn_implementation == "flash_attention_2":
+        raise UserError("--deterministic fixes the attention kernel: use --attn-implementation sdpa or eager")
+    acc = fresh_accelerator(mixed_precision=resolve_mixed_precision(cfg.mixed_precision),
                       log_with=None if cfg.report_to == "none" else cfg.report_to, project_dir=str(out))
     set_seed(cfg.seed)
     model, processor = load_clip(str(out / "last") if cfg.resume else cfg.model,
@@ -237,7 +291,8 @@ def run_train(cfg: TrainConfig) -> int:
                 log_metrics(acc, metrics_file, {
                     "step": progress["global_step"], "epoch": progress["epoch"], "loss": loss,
                     "lr": scheduler.get_last_lr()[0], "logit_scale": trainer.raw_model.logit_scale.exp().item(),
-                    "samples_per_s": samples / (time.perf_counter() - started)})
+                    "samples_per_s": samples / (time.perf_counter() - started),
+                    "overflow_skipped_steps": trainer.overflow_steps})
             if cfg.eval_every and progress["global_step"] % cfg.eval_every == 0:
                 validate()
             if progress["global_step"] >= total_steps:
@@ -254,6 +309,7 @@ def run_train(cfg: TrainConfig) -> int:
     bar.close()
     acc.end_training()
     if acc.is_main_process:
+        progress["overflow_skipped_steps"] = trainer.overflow_steps
         _finish(cfg, out, progress, last_val, time.perf_counter() - started, samples)
     return 0
 
@@ -268,13 +324,15 @@ def log_metrics(acc: Accelerator, path: Path, row: dict) -> None:
 def _finish(cfg: TrainConfig, out: Path, progress: dict, val: dict, seconds: float, samples: int) -> None:
     summary = {"steps": progress["global_step"], "epochs_completed": progress["epoch"], "seconds": round(seconds, 1),
                "samples_per_s": samples / seconds if seconds else None, "best_val_mean_recall": progress["best_metric"],
-               "last_val": val, "skipped_samples": progress["skipped"]}
+               "last_val": val, "skipped_samples": progress["skipped"],
+               "overflow_skipped_steps": progress["overflow_skipped_steps"]}
     skipped = ", ".join(f"{n} {reason}" for reason, n in progress["skipped"].items()) or "none"
     report = (f"# animatch train\n\nModel `{cfg.model}` trained for {progress['global_step']} steps "
               f"({seconds:.0f} s, {summary['samples_per_s'] or 0:.1f} samples/s).\n\n"
               f"- best validation mean recall: {progress['best_metric']:.4f} (checkpoint `best/`)\n"
               f"- last validation: " + ", ".join(f"{k} {v:.3f}" for k, v in val.items() if isinstance(v, float))
-              + f"\n- skipped samples: {skipped}\n- resume state: `last/`\n")
+              + f"\n- skipped samples: {skipped}\n- fp16 steps skipped on a gradient overflow (GradScaler): "
+              f"{progress['overflow_skipped_steps']}\n- resume state: `last/`\n")
     write_run_files(out, metrics=summary, report=report)
     print(f"train: {progress['global_step']} steps, best val mean recall {progress['best_metric']:.4f}, "
           f"skipped samples: {skipped}; run dir {out}")

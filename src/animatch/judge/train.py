@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from animatch.clip.checkpoint import STATE_DIR, has_resume_state, load_resume_state, save_checkpoint
-from animatch.clip.train import log_metrics, resolve_mixed_precision
+from animatch.clip.train import fresh_accelerator, honours_deterministic, log_metrics, resolve_mixed_precision
 from animatch.config import JudgeTrainConfig
 from animatch.data.datasets import epoch_batches
 from animatch.data.schema import load_split
@@ -57,6 +57,8 @@ def _check(cfg: JudgeTrainConfig) -> None:
             0 <= cfg.warmup_ratio < 1 and cfg.negatives_per_positive >= 0 and cfg.description_examples >= 0):
         raise UserError("--same-title-negatives and --personality-negatives must be in [0, 1], --warmup-ratio in "
                         "[0, 1), --negatives-per-positive and --description-examples >= 0")
+    if cfg.deterministic and cfg.attn_implementation == "flash_attention_2":
+        raise UserError("--deterministic fixes the attention kernel: use --attn-implementation sdpa or eager")
     if cfg.merge and cfg.method == "full":
         raise UserError("--merge applies to --method lora or qlora (full already writes a whole checkpoint)")
     if cfg.method == "qlora" and not torch.cuda.is_available():
@@ -173,11 +175,12 @@ def _pad_id(processor) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
+@honours_deterministic
 def run_judge_train(cfg: JudgeTrainConfig) -> int:
     _check(cfg)
     out = Path(cfg.out)
     mixed = resolve_mixed_precision(cfg.mixed_precision)
-    acc = Accelerator(mixed_precision=mixed, gradient_accumulation_steps=cfg.accum_steps, project_dir=str(out),
+    acc = fresh_accelerator(mixed_precision=mixed, gradient_accumulation_steps=cfg.accum_steps, project_dir=str(out),
                       log_with=None if cfg.report_to == "none" else cfg.report_to)
     set_seed(cfg.seed)
     model, processor = load_trainable(cfg, acc.device, mixed)
