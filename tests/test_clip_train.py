@@ -37,6 +37,7 @@ def _weights(run_dir: Path) -> dict:
     return load_file(str(run_dir / "last" / "model.safetensors"))
 
 
+@pytest.mark.slow
 def test_short_run_learns_and_writes_checkpoints(synth_root, prepared_dir, clip_tiny_dir, tmp_path):
     out = tmp_path / "run"
     args = _train_args(synth_root, prepared_dir, clip_tiny_dir, out, "--max-steps", "60", "--eval-every", "30")
