@@ -161,10 +161,11 @@ def clip_rows(s: dict, out: Path, dry: bool) -> list[dict]:
     texts.write_text("\n".join(TEXTS) + "\n")
     match_s = run("match", "--images", data / "images", "--model", model_dir, "--texts", texts, "--out",
                   out / "match", "--no-cache", "--workers", s["workers"], "--batch-size", s["batch"])
+    pages = len(json.loads((out / "match" / "summary.json").read_text())["heatmaps"])
     rows += [{"what": f"embed {len(images)} images ({model.device})", "figure": f"{len(images) / embed_s:.0f} images/s",
               "against": "", "ratio": "", "note": "warm model, decoding workers included"},
              {"what": f"match {len(images)} images", "figure": f"{len(images) / match_s:.0f} images/s",
-              "against": "", "ratio": "", "note": "end to end: load, embed, score, write, heatmaps"}]
+              "against": "", "ratio": "", "note": f"end to end: load, embed, score, write, {pages} heatmap pages"}]
     return rows
 
 
