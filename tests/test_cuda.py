@@ -2,7 +2,7 @@
 host memory in the training loader, 4-bit loading (when bitsandbytes is installed), flash-attention (when
 flash-attn is installed) and bit-identical `--deterministic` runs. Each `cuda` test is skipped, with its
 reason, on a machine without a GPU (tests/conftest.py); `bench/gpu_check.sh` runs them on one. The overflow
-bookkeeping is also checked on the CPU, with the scaler's verdict simulated."""
+bookkeeping of `train` and `judge-train` is also checked on the CPU, with the scaler's verdict simulated."""
 
 from __future__ import annotations
 
@@ -128,3 +128,16 @@ def test_deterministic_runs_are_bit_identical(synth_root, prepared_dir, clip_tin
                       "--max-steps", 4, "--deterministic") == 0
     a, b = (load_file(str(tmp_path / n / "last" / "model.safetensors")) for n in ("a", "b"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_judge_train_counts_overflow_skipped_steps(llava_tiny_dir, synth_root, prepared_dir, tmp_path, monkeypatch):
+    """On the CPU, with every step reported as skipped by the scaler."""
+    monkeypatch.setattr(AcceleratedOptimizer, "step_was_skipped", property(lambda self: True))
+    out = tmp_path / "run"
+    assert main(["judge-train", "--data", str(synth_root), "--split-dir", str(prepared_dir), "--model",
+                 str(llava_tiny_dir), "--out", str(out), "--batch-size", "2", "--accum-steps", "1", "--workers", "0",
+                 "--max-steps", "2", "--log-every", "1", "--lora-r", "4", "--lora-alpha", "8", "--description-tokens",
+                 "40", "--candidate-tokens", "32", "--max-eval-examples", "2", "--report-to", "none",
+                 "--mixed-precision", "no"]) == 0
+    assert [r["overflow_skipped_steps"] for r in _rows(out) if "loss" in r] == [1, 2]
+    assert json.loads((out / "metrics.json").read_text())["overflow_skipped_steps"] == 2

@@ -148,6 +148,9 @@ class _Run:
                 if norm is None or self.acc.scaler is not None or torch.isfinite(norm):
                     self.optimizer.step()
                     self.progress["bad_steps"] = 0
+                    # fp16: the GradScaler skips a step whose gradients overflowed (and lowers its scale)
+                    self.progress["overflow_skipped_steps"] = (self.progress.get("overflow_skipped_steps", 0)
+                                                               + self.optimizer.step_was_skipped)
                 else:
                     self.progress["bad_steps"] += 1
                     if self.progress["bad_steps"] >= self.cfg.max_bad_steps:
@@ -238,6 +241,7 @@ def run_judge_train(cfg: JudgeTrainConfig) -> int:
                 loss = acc.reduce(torch.tensor(sum(window) / len(window), device=acc.device), "mean").item()
                 log_metrics(acc, out / "metrics.jsonl", {"step": step, "epoch": progress["epoch"], "loss": loss,
                                                   "lr": run.scheduler.get_last_lr()[0],
+                                                  "overflow_skipped_steps": progress.get("overflow_skipped_steps", 0),
                                                   "examples_per_s": examples / (time.perf_counter() - started)})
                 window = []
             if cfg.eval_every and step % cfg.eval_every == 0:
@@ -283,6 +287,7 @@ def _export(run: _Run, kinds: dict, seconds: float, examples: int) -> None:
                "seconds": round(seconds, 1), "examples_per_s": examples / seconds if seconds else None,
                "trainable_parameters": trainable, "val_losses": run.val_losses, "examples_seen": kinds,
                "skipped_examples": progress["skipped"], "output": str(out / name),
+               "overflow_skipped_steps": progress.get("overflow_skipped_steps", 0),
                "merged": str(out / "merged") if cfg.merge else None}
     skipped = ", ".join(f"{n} {reason}" for reason, n in progress["skipped"].items()) or "none"
     val = ", ".join(f"{k.removeprefix('loss_') if k != 'loss' else 'all'} {v:.4f}" for k, v in run.val_losses.items())
