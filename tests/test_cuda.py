@@ -1,8 +1,9 @@
 """The CUDA paths: bf16 and fp16 (GradScaler) training steps, a loss-scale overflow skipped and logged, pinned
 host memory in the training loader, 4-bit loading (when bitsandbytes is installed), flash-attention (when
 flash-attn is installed) and bit-identical `--deterministic` runs. Each `cuda` test is skipped, with its
-reason, on a machine without a GPU (tests/conftest.py); `bench/gpu_check.sh` runs them on one. The overflow
-bookkeeping of `train` and `judge-train` is also checked on the CPU, with the scaler's verdict simulated."""
+reason, on a machine without a GPU (tests/conftest.py); `bench/gpu_check.sh` runs them on one. On the CPU:
+the detection of a real skipped step (a CPU GradScaler and an infinite gradient), and the bookkeeping of
+`train` and `judge-train` with the scaler's verdict simulated."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import json
 
 import pytest
 import torch
-from accelerate.optimizer import AcceleratedOptimizer
 from accelerate.utils import GradScalerKwargs
 from safetensors.torch import load_file
 
@@ -20,6 +20,7 @@ from animatch.clip.train import Trainer, fresh_accelerator
 from animatch.config import TrainConfig
 from animatch.data.datasets import PairCollator, PairDataset, epoch_batches
 from animatch.data.schema import load_split
+from animatch.judge import train as judge_train
 from animatch.models.hub import load_clip, load_llava
 
 FAST = ["--batch-size", "8", "--lr", "5e-4", "--workers", "0", "--report-to", "none", "--log-every", "1"]
@@ -69,10 +70,30 @@ def test_a_loss_scale_overflow_is_skipped_and_counted(synth_root, prepared_dir, 
     assert all(torch.equal(before[k], after[k]) for k in before if k != "logit_scale")
 
 
+def test_an_overflowed_step_of_the_fused_optimizer_is_detected_on_the_cpu(synth_root, prepared_dir, clip_tiny_dir):
+    """The same skip on the CPU: a CPU GradScaler and an infinite gradient. The fused AdamW is always called by
+    the scaler (its kernel skips the update), so the skip must be read from the lowered scale."""
+    acc = fresh_accelerator(cpu=True, mixed_precision="no")
+    acc.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 16)
+    model, processor = load_clip(str(clip_tiny_dir), device="cpu")
+    cfg = TrainConfig(data=str(synth_root), split_dir=str(prepared_dir), out="unused", lr=1e-3)
+    trainer = Trainer(cfg, acc, model, processor)
+    micro = _micro_batches(load_split(prepared_dir, "train"), synth_root, processor, "cpu")
+    before = {k: v.detach().clone() for k, v in trainer.raw_model.state_dict().items()}
+    handle = trainer.raw_model.visual_projection.weight.register_hook(lambda grad: grad * float("inf"))
+    trainer.step(micro)
+    handle.remove()
+    assert trainer.overflow_steps == 1 and acc.scaler.get_scale() == 2.0 ** 15
+    assert all(torch.equal(before[k], v) for k, v in trainer.raw_model.state_dict().items())
+    trainer.step(micro)  # finite gradients: a real step
+    assert trainer.overflow_steps == 1 and not torch.equal(before["visual_projection.weight"],
+                                                           trainer.raw_model.visual_projection.weight)
+
+
 def test_overflow_skipped_steps_reach_the_metrics_and_report(synth_root, prepared_dir, clip_tiny_dir, tmp_path,
                                                              monkeypatch):
     """On the CPU, with every step reported as skipped by the scaler (what fp16 overflows do on a GPU)."""
-    monkeypatch.setattr(AcceleratedOptimizer, "step_was_skipped", property(lambda self: True))
+    monkeypatch.setattr(clip_train, "optimizer_step", lambda acc, optimizer: optimizer.step() or True)
     out = tmp_path / "run"
     assert _train(synth_root, prepared_dir, clip_tiny_dir, out, "--mixed-precision", "no", "--max-steps", 3) == 0
     assert [r["overflow_skipped_steps"] for r in _rows(out) if "loss" in r] == [1, 2, 3]
@@ -132,7 +153,7 @@ def test_deterministic_runs_are_bit_identical(synth_root, prepared_dir, clip_tin
 
 def test_judge_train_counts_overflow_skipped_steps(llava_tiny_dir, synth_root, prepared_dir, tmp_path, monkeypatch):
     """On the CPU, with every step reported as skipped by the scaler."""
-    monkeypatch.setattr(AcceleratedOptimizer, "step_was_skipped", property(lambda self: True))
+    monkeypatch.setattr(judge_train, "optimizer_step", lambda acc, optimizer: optimizer.step() or True)
     out = tmp_path / "run"
     assert main(["judge-train", "--data", str(synth_root), "--split-dir", str(prepared_dir), "--model",
                  str(llava_tiny_dir), "--out", str(out), "--batch-size", "2", "--accum-steps", "1", "--workers", "0",

@@ -2,9 +2,10 @@
 
 A checkpoint dir holds the model and processor in Hugging Face format (loadable by `from_pretrained`) and,
 for `last/`, a `trainer_state/` subdir: optimizer tensors (`optimizer.safetensors`) with their structure
-and hyper-parameters (`optimizer.json`), scheduler and GradScaler state, the torch (CPU and CUDA)/python RNG states and
-the data position (epoch, step in epoch, global step, best metric). Dirs are written through
-`animatch.runs.atomic_dir`, so a kill during a save leaves the previous checkpoint intact.
+and hyper-parameters (`optimizer.json`), scheduler and GradScaler state, the RNG states (python, torch's CPU
+and, when CUDA is in use, each GPU's) and the data position (epoch, step in epoch, global step, best
+metric). Dirs are written through `animatch.runs.atomic_dir`, so a kill during a save leaves the previous
+checkpoint intact.
 """
 
 from __future__ import annotations

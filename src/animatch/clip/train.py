@@ -86,6 +86,15 @@ def deterministic_mode(enabled: bool):
             os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
 
 
+def optimizer_step(acc: Accelerator, optimizer) -> bool:
+    """`optimizer.step()`; True when the fp16 GradScaler skipped it because the gradients overflowed. Read from
+    the scale, which the scaler then lowers: accelerate's `step_was_skipped` misses the skip of a fused optimizer
+    (the scaler always calls it, and its kernel skips the update)."""
+    scale = acc.scaler.get_scale() if acc.scaler is not None else None
+    optimizer.step()
+    return scale is not None and acc.scaler.get_scale() < scale
+
+
 def honours_deterministic(run):
     """Run `run(cfg)` under `deterministic_mode(cfg.deterministic)`."""
     @functools.wraps(run)
@@ -164,8 +173,7 @@ class Trainer:
         self.bad_steps = 0
         if self.cfg.max_grad_norm > 0:
             self.acc.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
-        self.optimizer.step()
-        self.overflow_steps += self.optimizer.step_was_skipped  # the scaler then lowers its scale and goes on
+        self.overflow_steps += optimizer_step(self.acc, self.optimizer)  # the scaler lowers its scale and goes on
         self.optimizer.zero_grad(set_to_none=True)
         with torch.no_grad():
             logit_scale.clamp_(0, MAX_LOGIT_SCALE)
@@ -194,7 +202,7 @@ def run_train(cfg: TrainConfig) -> int:
     if cfg.deterministic and cfg.attn_implementation == "flash_attention_2":
         raise UserError("--deterministic fixes the attention kernel: use --attn-implementation sdpa or eager")
     acc = fresh_accelerator(mixed_precision=resolve_mixed_precision(cfg.mixed_precision),
-                      log_with=None if cfg.report_to == "none" else cfg.report_to, project_dir=str(out))
+                            log_with=None if cfg.report_to == "none" else cfg.report_to, project_dir=str(out))
     set_seed(cfg.seed)
     model, processor = load_clip(str(out / "last") if cfg.resume else cfg.model,
                                  attn_implementation=cfg.attn_implementation)

@@ -28,7 +28,13 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from animatch.clip.checkpoint import STATE_DIR, has_resume_state, load_resume_state, save_checkpoint
-from animatch.clip.train import fresh_accelerator, honours_deterministic, log_metrics, resolve_mixed_precision
+from animatch.clip.train import (
+    fresh_accelerator,
+    honours_deterministic,
+    log_metrics,
+    optimizer_step,
+    resolve_mixed_precision,
+)
 from animatch.config import JudgeTrainConfig
 from animatch.data.datasets import epoch_batches
 from animatch.data.schema import load_split
@@ -146,11 +152,9 @@ class _Run:
             if self.acc.sync_gradients:
                 norm = self.acc.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm or math.inf)
                 if norm is None or self.acc.scaler is not None or torch.isfinite(norm):
-                    self.optimizer.step()
+                    skipped = optimizer_step(self.acc, self.optimizer)  # fp16: gradients overflowed
+                    self.progress["overflow_skipped_steps"] = self.progress.get("overflow_skipped_steps", 0) + skipped
                     self.progress["bad_steps"] = 0
-                    # fp16: the GradScaler skips a step whose gradients overflowed (and lowers its scale)
-                    self.progress["overflow_skipped_steps"] = (self.progress.get("overflow_skipped_steps", 0)
-                                                               + self.optimizer.step_was_skipped)
                 else:
                     self.progress["bad_steps"] += 1
                     if self.progress["bad_steps"] >= self.cfg.max_bad_steps:
@@ -183,8 +187,8 @@ def run_judge_train(cfg: JudgeTrainConfig) -> int:
     _check(cfg)
     out = Path(cfg.out)
     mixed = resolve_mixed_precision(cfg.mixed_precision)
-    acc = fresh_accelerator(mixed_precision=mixed, gradient_accumulation_steps=cfg.accum_steps, project_dir=str(out),
-                      log_with=None if cfg.report_to == "none" else cfg.report_to)
+    acc = fresh_accelerator(mixed_precision=mixed, gradient_accumulation_steps=cfg.accum_steps,
+                            project_dir=str(out), log_with=None if cfg.report_to == "none" else cfg.report_to)
     set_seed(cfg.seed)
     model, processor = load_trainable(cfg, acc.device, mixed)
     try:
