@@ -30,7 +30,7 @@ from judge import run as judge_pairs_per_s
 
 from animatch.clip import train as clip_train
 from animatch.clip.embed import embed_images
-from animatch.clip.train import Trainer, fresh_accelerator
+from animatch.clip.train import Trainer
 from animatch.config import TrainConfig
 from animatch.data.images import list_image_files
 from animatch.data.schema import load_split
@@ -41,6 +41,7 @@ from animatch.judge.loading import load_judge_model
 from animatch.models.hub import load_clip
 from animatch.models.tiny import build_tiny
 from animatch.runs import markdown_table
+from animatch.runtime import fresh_accelerator
 
 # Shapes and sizes of the real check and of the dry run.
 FULL = {"characters": 6000, "image_size": 128, "val_fraction": 0.02, "batch": 256, "workers": 12, "epochs": 2,

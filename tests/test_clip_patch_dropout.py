@@ -3,10 +3,11 @@ import torch
 
 from animatch.cli import main
 from animatch.clip.patch_dropout import PatchDropout
-from animatch.clip.train import Trainer, fresh_accelerator
+from animatch.clip.train import Trainer
 from animatch.config import TrainConfig
 from animatch.data.schema import load_split
 from animatch.models.hub import load_clip
+from animatch.runtime import fresh_accelerator
 
 # Which patches are kept is compared element for element with the full forward: a float32 CPU property.
 DEVICE = "cpu"

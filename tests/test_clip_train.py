@@ -13,11 +13,12 @@ import torch
 from safetensors.torch import load_file
 
 from animatch.cli import main
-from animatch.clip.train import Trainer, fresh_accelerator
+from animatch.clip.train import Trainer
 from animatch.config import TrainConfig
 from animatch.data.datasets import PairCollator, PairDataset, epoch_batches
 from animatch.data.schema import load_split
 from animatch.models.hub import load_clip
+from animatch.runtime import fresh_accelerator
 
 FAST = ["--batch-size", "8", "--lr", "5e-4", "--workers", "0", "--report-to", "none", "--log-every", "1",
         "--mixed-precision", "no"]

@@ -11,17 +11,14 @@ for long appearances, optional patch dropout (`clip.patch_dropout`) and length-b
 
 from __future__ import annotations
 
-import functools
 import json
 import math
-import os
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import get_cosine_with_min_lr_schedule_with_warmup, get_wsd_schedule
@@ -37,6 +34,7 @@ from animatch.data.schema import load_split
 from animatch.errors import UserError
 from animatch.models.hub import load_clip
 from animatch.runs import write_run_files
+from animatch.runtime import fresh_accelerator, honours_deterministic, optimizer_step
 
 MAX_LOGIT_SCALE = math.log(100.0)  # CLIP's clamp: a larger temperature scale destabilises training
 
@@ -47,61 +45,6 @@ def resolve_mixed_precision(choice: str) -> str:
     if not torch.cuda.is_available():
         return "no"
     return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-
-
-def fresh_accelerator(**kwargs) -> Accelerator:
-    """An Accelerator configured by this run alone. accelerate keeps one state per process and refuses a second
-    Accelerator with another precision or device ("AcceleratorState has already been initialized"), which a
-    second in-process run (the demo, tests, a notebook) would hit; a run owns the process while it runs, so
-    it starts from a clean state. Under `accelerate launch` the process group (PartialState) is kept."""
-    AcceleratorState._reset_state(reset_partial_state=not torch.distributed.is_initialized())
-    GradientState._reset_state()
-    return Accelerator(**kwargs)
-
-
-@contextmanager
-def deterministic_mode(enabled: bool):
-    """`--deterministic`: the same inputs give bit-identical results on CUDA too (on CPU they already do), so a
-    killed and resumed run equals an uninterrupted one. Deterministic kernels (an error names any op without
-    one), a fixed cuBLAS workspace, no TF32, the math attention kernel. Its cost is in docs/BENCHMARKS.md.
-    Process-wide switches, so they are restored on exit."""
-    if not enabled:
-        yield
-        return
-    saved = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark,
-             torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
-             os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
-    os.environ["CUBLAS_WORKSPACE_CONFIG"] = saved[4] or ":4096:8"
-    torch.use_deterministic_algorithms(True)
-    torch.backends.cudnn.benchmark = False
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    try:
-        with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):
-            yield
-    finally:
-        torch.use_deterministic_algorithms(saved[0])
-        torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = \
-            saved[1:4]
-        if saved[4] is None:
-            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
-
-
-def optimizer_step(acc: Accelerator, optimizer) -> bool:
-    """`optimizer.step()`; True when the fp16 GradScaler skipped it because the gradients overflowed. Read from
-    the scale, which the scaler then lowers: accelerate's `step_was_skipped` misses the skip of a fused optimizer
-    (the scaler always calls it, and its kernel skips the update)."""
-    scale = acc.scaler.get_scale() if acc.scaler is not None else None
-    optimizer.step()
-    return scale is not None and acc.scaler.get_scale() < scale
-
-
-def honours_deterministic(run):
-    """Run `run(cfg)` under `deterministic_mode(cfg.deterministic)`."""
-    @functools.wraps(run)
-    def wrapper(cfg):
-        with deterministic_mode(cfg.deterministic):
-            return run(cfg)
-    return wrapper
 
 
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:

@@ -28,13 +28,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from animatch.clip.checkpoint import STATE_DIR, has_resume_state, load_resume_state, save_checkpoint
-from animatch.clip.train import (
-    fresh_accelerator,
-    honours_deterministic,
-    log_metrics,
-    optimizer_step,
-    resolve_mixed_precision,
-)
+from animatch.clip.train import log_metrics, resolve_mixed_precision
 from animatch.config import JudgeTrainConfig
 from animatch.data.datasets import epoch_batches
 from animatch.data.schema import load_split
@@ -44,6 +38,7 @@ from animatch.judge.data import ExampleCollator, JudgeExampleDataset
 from animatch.judge.loading import load_judge_model
 from animatch.judge.trainable import TrainedWeights, answer_loss, load_trainable, param_groups
 from animatch.runs import atomic_dir, write_run_files
+from animatch.runtime import fresh_accelerator, honours_deterministic, optimizer_step
 
 SHARDED = (DistributedType.DEEPSPEED, DistributedType.FSDP)
 
