@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
 EXTRAS ?= judge,serve,dev
 
-.PHONY: install test demo lint clean
+.PHONY: install test test-fast demo lint clean
 
 install: $(VENV)/.installed
 
@@ -22,6 +22,10 @@ $(VENV)/.installed: pyproject.toml
 # test processes and data-loader workers, spinning thread pools make them many times slower.
 test: install
 	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The inner-loop tier: no multi-process or training runs (`slow`), no browser, no demo; about a minute here.
+test-fast: install
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -q -m "not slow and not browser and not demo" $(PYTEST_ARGS)
 
 demo: install
 	HF_HUB_OFFLINE=1 $(VENV)/bin/animatch demo --out runs/demo

@@ -21,6 +21,16 @@ torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 REPO = Path(__file__).resolve().parents[1]
 
 
+def pytest_collection_modifyitems(config, items):
+    """`cuda` tests need a CUDA GPU: skipped, with the reason, where there is none (CI is CPU-only)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (run bench/gpu_check.sh on one)")
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     """The real AniPersonaCaps samples in <repo>/../shared (never copied into the repo)."""
@@ -87,7 +97,8 @@ def clip_matched_dir(tmp_path_factory, synth_root, clip_tiny_dir) -> Path:
 
     torch.manual_seed(0)
     records = [json.loads(line) for line in (synth_root / "metadata.jsonl").read_text().splitlines()]
-    model, processor = load_clip(str(clip_tiny_dir))
+    # Fitted on the CPU (float32, no TF32): the same fixture on every machine, with or without a GPU.
+    model, processor = load_clip(str(clip_tiny_dir), device="cpu")
     # Fitted to both poolings (windows: what embed_chunked does; bare chunks: audit's per-sentence scores).
     views = [record_chunks(r) for r in records] + [chunk_windows(record_chunks(r)) for r in records]
     texts = [v for vs in views for v in vs] + [query_text(r["attributes"]) for r in records]

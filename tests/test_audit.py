@@ -38,11 +38,12 @@ def corrupted(synth_root, tmp_path_factory) -> tuple[Path, dict]:
 
 @pytest.fixture(scope="module")
 def audited(synth_root, corrupted, clip_matched_dir, tmp_path_factory) -> Path:
-    """One CLI audit of the corrupted data with a model fitted to the clean data."""
+    """One CLI audit of the corrupted data with a model fitted to the clean data; on the CPU, as the two-process
+    audit that is compared with it (ACCELERATE_USE_CPU: one GPU cannot host two processes)."""
     out = tmp_path_factory.mktemp("audit") / "out"
     cache = tmp_path_factory.mktemp("audit_cache")
     assert main(["audit", "--data", str(synth_root), "--metadata", str(corrupted[0]), "--model", str(clip_matched_dir),
-                 "--out", str(out), "--workers", "0", "--cache-dir", str(cache)]) == 0
+                 "--out", str(out), "--workers", "0", "--cache-dir", str(cache), "--device", "cpu"]) == 0
     return out
 
 

@@ -114,7 +114,9 @@ def test_empty_folder_is_a_one_line_error(clip_tiny_dir, tmp_path, capsys):
 def test_two_process_run_equals_one_process_run(synth_root, clip_tiny_dir, tmp_path):
     args = ["match", "--images", str(synth_root / "images"), "--model", str(clip_tiny_dir), "--metadata",
             str(synth_root / "metadata.jsonl"), "--workers", "0", "--no-cache"]
-    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    # Both runs on the CPU: the two processes share it (ACCELERATE_USE_CPU; one GPU cannot host two processes),
+    # and a GPU's reduced-precision embeddings would not be comparable with them.
+    assert main([*args, "--device", "cpu", "--out", str(tmp_path / "one")]) == 0
     launcher = Path(sys.executable).with_name("accelerate")
     env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
     result = subprocess.run([str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",

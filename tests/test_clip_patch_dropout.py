@@ -1,6 +1,5 @@
 import pytest
 import torch
-from accelerate import Accelerator
 
 from animatch.cli import main
 from animatch.clip.patch_dropout import PatchDropout
@@ -8,12 +7,16 @@ from animatch.clip.train import Trainer
 from animatch.config import TrainConfig
 from animatch.data.schema import load_split
 from animatch.models.hub import load_clip
+from animatch.runtime import fresh_accelerator
+
+# Which patches are kept is compared element for element with the full forward: a float32 CPU property.
+DEVICE = "cpu"
 
 
 @pytest.fixture()
 def clip(clip_tiny_dir):
     torch.manual_seed(0)
-    model, processor = load_clip(str(clip_tiny_dir))
+    model, processor = load_clip(str(clip_tiny_dir), device=DEVICE)
     return model.train(), processor
 
 
@@ -83,8 +86,8 @@ def test_accumulated_loss_stays_exact_with_patch_dropout(synth_root, prepared_di
     weights = []
     for reference in (False, True):
         torch.manual_seed(0)
-        model, processor = load_clip(str(clip_tiny_dir))
-        trainer = Trainer(cfg, Accelerator(cpu=True), model, processor)
+        model, processor = load_clip(str(clip_tiny_dir), device=DEVICE)
+        trainer = Trainer(cfg, fresh_accelerator(cpu=True), model, processor)
         (batch,) = _batches(records, synth_root, processor, 1, 16)
         micro = [{**{k: v[i * 4:(i + 1) * 4] for k, v in batch.items() if torch.is_tensor(v)}, "size": 4}
                  for i in range(4)]

@@ -10,6 +10,7 @@ from animatch.cli import main
 
 
 @pytest.mark.slow
+@pytest.mark.demo
 def test_quick_demo_runs_end_to_end_and_learns(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--out", str(out)]) == 0

@@ -203,7 +203,7 @@ def test_adapter_and_projector_are_loaded(llava_tiny_dir, tmp_path):
                 param.fill_(0.01)
     lora.save_pretrained(adapter)
 
-    model, _ = load_judge_model(str(llava_tiny_dir), adapter=str(adapter))
+    model, _ = load_judge_model(str(llava_tiny_dir), adapter=str(adapter), device="cpu")  # `reference` is on the CPU
     assert torch.all(model.model.multi_modal_projector.linear_1.bias == 0.5)
     assert not torch.equal(model.model.language_model.layers[0].self_attn.q_proj.weight, reference)
     with pytest.raises(UserError, match="adapter_config.json"):

@@ -75,7 +75,8 @@ def test_train_prompt_equals_inference_prompt_token_for_token(llava_tiny_dir, pr
     record = synth_records[0]
     image = load_image(synth_root / record["file_name"])
     description = record["appearance"]
-    judge = Judge(str(llava_tiny_dir), reuse_prefix=False, temperature=0.0, retry_temperatures=())
+    # CPU: the fake generate appends CPU token ids, and the captured pixels are compared with the encoder's.
+    judge = Judge(str(llava_tiny_dir), device="cpu", reuse_prefix=False, temperature=0.0, retry_temperatures=())
     tokenizer = judge.processor.tokenizer
     described = tokenizer(description, add_special_tokens=False, return_tensors="pt")["input_ids"]
     calls = []

@@ -100,6 +100,7 @@ def test_vision_tower_weights_are_copied(clip_tiny_dir, llava_tiny_dir):
     assert json.loads((llava_tiny_dir / "init_model.json").read_text())["vision_tower"] == str(clip_tiny_dir)
 
 
+@pytest.mark.slow
 def test_builds_are_byte_identical_across_processes(clip_tiny_dir, llava_tiny_dir, rebuilt_in_other_process):
     for name in SAME_FILES:
         assert (rebuilt_in_other_process / "clip-tiny" / name).read_bytes() == (clip_tiny_dir / name).read_bytes()

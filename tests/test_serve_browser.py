@@ -18,6 +18,8 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from animatch.data.synth import query_text
 
+pytestmark = pytest.mark.browser
+
 CHROMIUM = Path(shutil.which("chromium") or "/usr/bin/chromium")
 CHROMEDRIVER = Path(shutil.which("chromedriver") or "/usr/bin/chromedriver")
 SCREENS = Path("/tmp/serve_screens")

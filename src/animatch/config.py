@@ -241,6 +241,13 @@ class TrainingLoopOptions(DatasetOptions, PreparedSplitOptions, WorkerOptions, A
     max_bad_steps: int = opt(5, "stop after this many consecutive non-finite losses (each one is skipped)",
                              bounds=AT_LEAST_1)
     resume: bool = opt(False, "continue from RUN_DIR/last (weights, optimizer, schedule, RNG, data position)")
+    deterministic: bool = opt(False, "bit-reproducible on CUDA too (deterministic kernels, no TF32, math attention): "
+                                     "a resumed run equals an uninterrupted one; slower (docs/BENCHMARKS.md)")
+
+    def check(self) -> None:
+        super().check()
+        if self.deterministic and self.attn_implementation == "flash_attention_2":
+            raise UserError("--deterministic fixes the attention kernel: use --attn-implementation sdpa or eager")
 
 
 @dataclass
@@ -552,6 +559,8 @@ class JudgeTrainConfig(TrainingLoopOptions, CandidateTextOptions):
     max_eval_examples: int = opt(64, "validation loss over at most this many val-split examples (0: none)",
                                  bounds=NOT_NEGATIVE)
     merge: bool = opt(False, "lora/qlora: also write RUN_DIR/merged, a full checkpoint with the adapter merged")
+    deterministic: bool = opt(False, "bit-reproducible on CUDA too (deterministic kernels, no TF32, math attention): "
+                                     "a resumed run equals an uninterrupted one; slower (docs/BENCHMARKS.md)")
 
     def check(self) -> None:
         super().check()

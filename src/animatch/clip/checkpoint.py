@@ -2,9 +2,10 @@
 
 A checkpoint dir holds the model and processor in Hugging Face format (loadable by `from_pretrained`) and,
 for `last/`, a `trainer_state/` subdir: optimizer tensors (`optimizer.safetensors`) with their structure
-and hyper-parameters (`optimizer.json`), scheduler and GradScaler state, the torch/python RNG states and
-the data position (epoch, step in epoch, global step, best metric). Dirs are written through
-`animatch.runs.atomic_dir`, so a kill during a save leaves the previous checkpoint intact.
+and hyper-parameters (`optimizer.json`), scheduler and GradScaler state, the RNG states (python, torch's CPU
+and, when CUDA is in use, each GPU's) and the data position (epoch, step in epoch, global step, best
+metric). Dirs are written through `animatch.runs.atomic_dir`, so a kill during a save leaves the previous
+checkpoint intact.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ def save_checkpoint(path: str | Path, model: Any, processor: Any, *, optimizer: 
         state_dir.mkdir()
         tensors, meta = _optimizer_to_files(optimizer.state_dict())
         tensors["rng.torch"] = torch.get_rng_state()
+        if torch.cuda.is_initialized():  # dropout on CUDA draws from the GPUs' own generators
+            tensors.update({f"rng.cuda.{i}": state for i, state in enumerate(torch.cuda.get_rng_state_all())})
         save_file(tensors, str(state_dir / "optimizer.safetensors"))
         write_json(state_dir / "optimizer.json", meta)
         write_json(state_dir / "state.json", {
@@ -75,6 +78,9 @@ def load_resume_state(path: str | Path, *, optimizer: Any, scheduler: Any = None
     state_dir = Path(path) / STATE_DIR
     tensors = load_file(str(state_dir / "optimizer.safetensors"))
     torch.set_rng_state(tensors.pop("rng.torch"))
+    cuda = [tensors.pop(f"rng.cuda.{i}") for i in range(sum(k.startswith("rng.cuda.") for k in tensors))]
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
     optimizer.load_state_dict(_optimizer_from_files(tensors, json.loads((state_dir / "optimizer.json").read_text())))
     state = json.loads((state_dir / "state.json").read_text())
     if scheduler is not None and state["scheduler"] is not None:

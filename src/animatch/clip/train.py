@@ -34,6 +34,7 @@ from animatch.data.schema import load_split
 from animatch.errors import UserError
 from animatch.models.hub import load_clip
 from animatch.runs import write_run_files
+from animatch.runtime import fresh_accelerator, honours_deterministic, optimizer_step
 
 MAX_LOGIT_SCALE = math.log(100.0)  # CLIP's clamp: a larger temperature scale destabilises training
 
@@ -75,6 +76,7 @@ class Trainer:
                                       eps=cfg.adam_eps, fused=True if acc.device.type in ("cpu", "cuda") else None)
         self.model, self.optimizer = acc.prepare(ClipForward(model, cfg.text_buckets), optimizer)
         self.bad_steps = 0
+        self.overflow_steps = 0  # fp16: steps the GradScaler skipped (inf/nan gradients), logged with the metrics
 
     @property
     def raw_model(self):
@@ -112,7 +114,7 @@ class Trainer:
         self.bad_steps = 0
         if self.cfg.max_grad_norm > 0:
             self.acc.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
-        self.optimizer.step()
+        self.overflow_steps += optimizer_step(self.acc, self.optimizer)  # the scaler lowers its scale and goes on
         self.optimizer.zero_grad(set_to_none=True)
         with torch.no_grad():
             logit_scale.clamp_(0, MAX_LOGIT_SCALE)
@@ -122,17 +124,18 @@ class Trainer:
 def _loader(dataset, batches, collator, cfg: TrainConfig, acc: Accelerator):
     return torch.utils.data.DataLoader(dataset, batch_sampler=batches, collate_fn=collator,
                                        num_workers=cfg.workers, pin_memory=acc.device.type == "cuda",
-                                       persistent_workers=False)
+                                       persistent_workers=False, generator=torch.Generator().manual_seed(cfg.seed))
 
 
+@honours_deterministic
 def run_train(cfg: TrainConfig) -> int:
     out = Path(cfg.out)
     if (out / "last").exists() and not cfg.resume:
         raise UserError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
     if cfg.resume and not has_resume_state(out / "last"):
         raise UserError(f"--resume: no resume state in {out / 'last'}")
-    acc = Accelerator(mixed_precision=resolve_mixed_precision(cfg.mixed_precision),
-                      log_with=None if cfg.report_to == "none" else cfg.report_to, project_dir=str(out))
+    acc = fresh_accelerator(mixed_precision=resolve_mixed_precision(cfg.mixed_precision),
+                            log_with=None if cfg.report_to == "none" else cfg.report_to, project_dir=str(out))
     set_seed(cfg.seed)
     model, processor = load_clip(str(out / "last") if cfg.resume else cfg.model,
                                  attn_implementation=cfg.attn_implementation)
@@ -229,7 +232,8 @@ def run_train(cfg: TrainConfig) -> int:
                 log_metrics(acc, metrics_file, {
                     "step": progress["global_step"], "epoch": progress["epoch"], "loss": loss,
                     "lr": scheduler.get_last_lr()[0], "logit_scale": trainer.raw_model.logit_scale.exp().item(),
-                    "samples_per_s": samples / (time.perf_counter() - started)})
+                    "samples_per_s": samples / (time.perf_counter() - started),
+                    "overflow_skipped_steps": trainer.overflow_steps})
             if cfg.eval_every and progress["global_step"] % cfg.eval_every == 0:
                 validate()
             if progress["global_step"] >= total_steps:
@@ -246,6 +250,7 @@ def run_train(cfg: TrainConfig) -> int:
     bar.close()
     acc.end_training()
     if acc.is_main_process:
+        progress["overflow_skipped_steps"] = trainer.overflow_steps
         _finish(cfg, out, progress, last_val, time.perf_counter() - started, samples)
     return 0
 
@@ -260,13 +265,15 @@ def log_metrics(acc: Accelerator, path: Path, row: dict) -> None:
 def _finish(cfg: TrainConfig, out: Path, progress: dict, val: dict, seconds: float, samples: int) -> None:
     summary = {"steps": progress["global_step"], "epochs_completed": progress["epoch"], "seconds": round(seconds, 1),
                "samples_per_s": samples / seconds if seconds else None, "best_val_mean_recall": progress["best_metric"],
-               "last_val": val, "skipped_samples": progress["skipped"]}
+               "last_val": val, "skipped_samples": progress["skipped"],
+               "overflow_skipped_steps": progress["overflow_skipped_steps"]}
     skipped = ", ".join(f"{n} {reason}" for reason, n in progress["skipped"].items()) or "none"
     report = (f"# animatch train\n\nModel `{cfg.model}` trained for {progress['global_step']} steps "
               f"({seconds:.0f} s, {summary['samples_per_s'] or 0:.1f} samples/s).\n\n"
               f"- best validation mean recall: {progress['best_metric']:.4f} (checkpoint `best/`)\n"
               f"- last validation: " + ", ".join(f"{k} {v:.3f}" for k, v in val.items() if isinstance(v, float))
-              + f"\n- skipped samples: {skipped}\n- resume state: `last/`\n")
+              + f"\n- skipped samples: {skipped}\n- fp16 steps skipped on a gradient overflow (GradScaler): "
+              f"{progress['overflow_skipped_steps']}\n- resume state: `last/`\n")
     write_run_files(out, metrics=summary, report=report)
     print(f"train: {progress['global_step']} steps, best val mean recall {progress['best_metric']:.4f}, "
           f"skipped samples: {skipped}; run dir {out}")

@@ -37,6 +37,7 @@ from animatch.judge.data import ExampleCollator, JudgeExampleDataset
 from animatch.judge.loading import load_judge_model
 from animatch.judge.trainable import TrainedWeights, answer_loss, load_trainable, param_groups
 from animatch.runs import atomic_dir, write_run_files
+from animatch.runtime import fresh_accelerator, honours_deterministic, optimizer_step
 
 SHARDED = (DistributedType.DEEPSPEED, DistributedType.FSDP)
 
@@ -123,7 +124,8 @@ class _Run:
             if self.acc.sync_gradients:
                 norm = self.acc.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm or math.inf)
                 if norm is None or self.acc.scaler is not None or torch.isfinite(norm):
-                    self.optimizer.step()
+                    skipped = optimizer_step(self.acc, self.optimizer)  # fp16: gradients overflowed
+                    self.progress["overflow_skipped_steps"] = self.progress.get("overflow_skipped_steps", 0) + skipped
                     self.progress["bad_steps"] = 0
                 else:
                     self.progress["bad_steps"] += 1
@@ -152,12 +154,13 @@ def _pad_id(processor) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
+@honours_deterministic
 def run_judge_train(cfg: JudgeTrainConfig) -> int:
     _check(cfg)
     out = Path(cfg.out)
     mixed = resolve_mixed_precision(cfg.mixed_precision)
-    acc = Accelerator(mixed_precision=mixed, gradient_accumulation_steps=cfg.accum_steps, project_dir=str(out),
-                      log_with=None if cfg.report_to == "none" else cfg.report_to)
+    acc = fresh_accelerator(mixed_precision=mixed, gradient_accumulation_steps=cfg.accum_steps,
+                            project_dir=str(out), log_with=None if cfg.report_to == "none" else cfg.report_to)
     set_seed(cfg.seed)
     model, processor = load_trainable(cfg, acc.device, mixed)
     try:
@@ -214,6 +217,7 @@ def run_judge_train(cfg: JudgeTrainConfig) -> int:
                 loss = acc.reduce(torch.tensor(sum(window) / len(window), device=acc.device), "mean").item()
                 log_metrics(acc, out / "metrics.jsonl", {"step": step, "epoch": progress["epoch"], "loss": loss,
                                                   "lr": run.scheduler.get_last_lr()[0],
+                                                  "overflow_skipped_steps": progress.get("overflow_skipped_steps", 0),
                                                   "examples_per_s": examples / (time.perf_counter() - started)})
                 window = []
             if cfg.eval_every and step % cfg.eval_every == 0:
@@ -259,6 +263,7 @@ def _export(run: _Run, kinds: dict, seconds: float, examples: int) -> None:
                "seconds": round(seconds, 1), "examples_per_s": examples / seconds if seconds else None,
                "trainable_parameters": trainable, "val_losses": run.val_losses, "examples_seen": kinds,
                "skipped_examples": progress["skipped"], "output": str(out / name),
+               "overflow_skipped_steps": progress.get("overflow_skipped_steps", 0),
                "merged": str(out / "merged") if cfg.merge else None}
     skipped = ", ".join(f"{n} {reason}" for reason, n in progress["skipped"].items()) or "none"
     val = ", ".join(f"{k.removeprefix('loss_') if k != 'loss' else 'all'} {v:.4f}" for k, v in run.val_losses.items())
