@@ -55,7 +55,9 @@ COMMANDS: dict[str, tuple[type, str, str]] = {
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> typing.NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        # One line even when the offending argument holds a newline or other control characters.
+        one_line = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+        self.exit(2, f"{self.prog}: error: {one_line}\n")
 
 
 def _group_of(cls: type, name: str) -> type:

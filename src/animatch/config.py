@@ -559,8 +559,6 @@ class JudgeTrainConfig(TrainingLoopOptions, CandidateTextOptions):
     max_eval_examples: int = opt(64, "validation loss over at most this many val-split examples (0: none)",
                                  bounds=NOT_NEGATIVE)
     merge: bool = opt(False, "lora/qlora: also write RUN_DIR/merged, a full checkpoint with the adapter merged")
-    deterministic: bool = opt(False, "bit-reproducible on CUDA too (deterministic kernels, no TF32, math attention): "
-                                     "a resumed run equals an uninterrupted one; slower (docs/BENCHMARKS.md)")
 
     def check(self) -> None:
         super().check()
