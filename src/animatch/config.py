@@ -26,6 +26,12 @@ def opt(default: Any = None, help: str = "", *, required: bool = False, choices:
     return field(default=default, metadata=meta)
 
 
+def overwrite_opt() -> Any:
+    """`--overwrite`, the one shared option of every command that writes (see animatch.runs.claim_output)."""
+    return opt(False, "write into an --out holding files this command did not write (an input is never "
+                      "overwritten)")
+
+
 # ---------------------------------------------------------------------------------------------- data
 @dataclass
 class SynthConfig:
@@ -37,6 +43,7 @@ class SynthConfig:
     characters_per_title: int = opt(12, "mean number of characters per title (anime)")
     workers: int = opt(0, "drawing processes (0: one per CPU core)")
 
+    overwrite: bool = overwrite_opt()
 
 @dataclass
 class PrepareConfig:
@@ -58,6 +65,7 @@ class PrepareConfig:
     check_images: bool = opt(True, "decode every image once to validate it")
     workers: int = opt(0, "image-checking processes (0: one per CPU core)")
 
+    overwrite: bool = overwrite_opt()
 
 @dataclass
 class DownloadConfig:
@@ -67,6 +75,7 @@ class DownloadConfig:
     limit: Optional[int] = opt(None, "keep only the first N records (and download only their images)")
     revision: Optional[str] = opt(None, "git revision of the dataset repository")
 
+    overwrite: bool = overwrite_opt()
 
 # -------------------------------------------------------------------------------------------- models
 @dataclass
@@ -78,6 +87,7 @@ class InitModelConfig:
                                             "checkpoint (dir or hub id)")
     seed: int = opt(0, "seed of the random initialisation")
 
+    overwrite: bool = overwrite_opt()
 
 # ---------------------------------------------------------------------------------------------- CLIP
 @dataclass
@@ -130,6 +140,7 @@ class TrainConfig:
     max_bad_steps: int = opt(5, "stop after this many consecutive non-finite losses (each one is skipped)")
     resume: bool = opt(False, "continue from RUN_DIR/last (model, optimizer, schedule, scaler, RNG, data position)")
 
+    overwrite: bool = overwrite_opt()
 
 @dataclass
 class EvalConfig:
@@ -145,6 +156,7 @@ class EvalConfig:
     max_items: Optional[int] = opt(None, "evaluate at most this many characters (default: all)")
     workers: int = opt(2, "image-decoding worker processes")
 
+    overwrite: bool = overwrite_opt()
 
 # ------------------------------------------------------------------------------ match, index, search
 DEFAULT_EMBEDDING_CACHE = "~/.cache/animatch/embeddings"
@@ -170,6 +182,7 @@ class MatchConfig:
     heatmap_rows: int = opt(40, "images per heatmap page")
     heatmap_cols: int = opt(30, "candidates per heatmap page (the best-scoring ones when there are more)")
 
+    overwrite: bool = overwrite_opt()
 
 @dataclass
 class IndexConfig:
@@ -190,6 +203,7 @@ class IndexConfig:
     cache: bool = opt(True, "reuse and store embeddings in --cache-dir")
     cache_dir: str = opt(DEFAULT_EMBEDDING_CACHE, "embedding cache root (one sub-dir per model)")
 
+    overwrite: bool = overwrite_opt()
 
 @dataclass
 class SearchConfig:
@@ -239,6 +253,7 @@ class JudgeConfig:
     attn_implementation: str = opt("sdpa", "attention kernel", choices=("sdpa", "eager", "flash_attention_2"))
     max_image_pixels: int = opt(89_478_485, "images above this many pixels are rejected (decompression bombs)")
 
+    overwrite: bool = overwrite_opt()
 
 # ---------------------------------------------------------------------------------------------- demo
 @dataclass
@@ -248,6 +263,7 @@ class DemoConfig:
     quick: bool = opt(False, "smaller data and fewer steps (about 90 s; the CI smoke test)")
     seed: int = opt(0, "seed of the dataset and of training")
 
+    overwrite: bool = overwrite_opt()
 
 # ---------------------------------------------------------------------------------- judge fine-tuning
 LORA_TARGET_MODULES = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)$"
@@ -310,6 +326,7 @@ class JudgeTrainConfig:
     resume: bool = opt(False, "continue from RUN_DIR/last (weights, optimizer, schedule, RNG, data position)")
     merge: bool = opt(False, "lora/qlora: also write RUN_DIR/merged, a full checkpoint with the adapter merged")
 
+    overwrite: bool = overwrite_opt()
 
 @dataclass
 class JudgeEvalConfig:
@@ -345,6 +362,7 @@ class JudgeEvalConfig:
                                choices=("float32", "float16", "bfloat16"))
     load_in_4bit: bool = opt(False, "quantise to 4 bits with bitsandbytes (CUDA only)")
 
+    overwrite: bool = overwrite_opt()
 
 # --------------------------------------------------------------------------------------------- audit
 @dataclass
@@ -388,6 +406,7 @@ class AuditConfig:
     html_max_items: int = opt(300, "flagged.html shows at most this many pairs per section (all are in audit.jsonl)")
     thumbnail_size: int = opt(160, "longest side of the thumbnails embedded in flagged.html, in pixels")
 
+    overwrite: bool = overwrite_opt()
 
 # --------------------------------------------------------------------------------------------- serve
 @dataclass

@@ -27,7 +27,7 @@ from animatch.audit.records import clean_record, load_records, sentences_of, tri
 from animatch.audit.report import report_markdown, write_flagged_html
 from animatch.config import AuditConfig
 from animatch.errors import UserError
-from animatch.runs import atomic_write_text, write_run_files
+from animatch.runs import atomic_write_text, claim_output, write_run_files
 
 DECIMALS = 5
 MIN_REFERENCE = 10
@@ -102,6 +102,7 @@ def run_audit(cfg: AuditConfig, judge: Any = None) -> int:
     from animatch.data.prepare import title_key
 
     _check(cfg)
+    claim_output(cfg, "audit")
     records, skipped, source = load_records(cfg)
     if len(records) < 2:
         raise UserError(f"need at least 2 records with an appearance text to audit, {source} has {len(records)}")

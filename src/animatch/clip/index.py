@@ -20,7 +20,14 @@ import torch
 
 from animatch.config import IndexConfig, SearchConfig
 from animatch.errors import UserError
-from animatch.runs import atomic_dir, atomic_write_text, markdown_table, write_json, write_run_files
+from animatch.runs import (
+    atomic_dir,
+    atomic_write_text,
+    claim_output,
+    markdown_table,
+    write_json,
+    write_run_files,
+)
 
 RECORD_FIELDS = ("id", "character", "title", "file_name", "appearance")
 HNSW_EF_CONSTRUCTION = 80
@@ -82,6 +89,7 @@ def run_index(cfg: IndexConfig) -> int:
     from animatch.clip.match import record_chunks
     from animatch.models.hub import load_clip
 
+    claim_output(cfg, "index")
     records, skipped = _load_records(cfg)
     chunks = [record_chunks(r) for r in records]
     with_text = [n for n, c in enumerate(chunks) if c]

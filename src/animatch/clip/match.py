@@ -22,7 +22,7 @@ import torch
 
 from animatch.config import MatchConfig
 from animatch.errors import UserError
-from animatch.runs import atomic_write_text, markdown_table, write_run_files
+from animatch.runs import atomic_write_text, claim_output, markdown_table, write_run_files
 
 DECIMALS = 6
 
@@ -134,6 +134,7 @@ def run_match(cfg: MatchConfig) -> int:
 
     if (cfg.metadata is None) == (cfg.texts is None):
         raise UserError("give exactly one of --metadata or --texts")
+    claim_output(cfg, "match")
     folder = Path(cfg.images)
     paths = list_image_files(folder)
     if not paths:

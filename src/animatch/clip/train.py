@@ -33,7 +33,7 @@ from animatch.data.datasets import PairCollator, PairDataset, epoch_batches
 from animatch.data.schema import load_split
 from animatch.errors import UserError
 from animatch.models.hub import load_clip
-from animatch.runs import write_run_files
+from animatch.runs import claim_output, write_run_files
 
 MAX_LOGIT_SCALE = math.log(100.0)  # CLIP's clamp: a larger temperature scale destabilises training
 
@@ -128,7 +128,7 @@ def _loader(dataset, batches, collator, cfg: TrainConfig, acc: Accelerator):
 
 
 def run_train(cfg: TrainConfig) -> int:
-    out = Path(cfg.out)
+    out = claim_output(cfg, "train")
     if (out / "last").exists() and not cfg.resume:
         raise UserError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
     if cfg.resume and not has_resume_state(out / "last"):

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from animatch.config import DownloadConfig
 from animatch.errors import UserError
-from animatch.runs import atomic_write_bytes, write_run_files
+from animatch.runs import atomic_write_bytes, claim_output, write_run_files
 
 METADATA_NAME = "metadata.jsonl"
 DOWNLOAD_THREADS = 8
@@ -110,9 +110,7 @@ def _hub_error(e: Exception, cfg: DownloadConfig) -> UserError:
 def run_download(cfg: DownloadConfig) -> int:
     if cfg.limit is not None and cfg.limit < 1:
         raise UserError(f"--limit must be at least 1, got {cfg.limit}")
-    out = Path(cfg.out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out exists and is not a directory: {out}")
+    out = claim_output(cfg, "download")
     api = HfApi()
     try:
         commit = api.repo_info(cfg.repo, repo_type="dataset", revision=cfg.revision).sha

@@ -36,7 +36,7 @@ from animatch.data.text import (
     tokenizer_token_counter,
 )
 from animatch.errors import UserError
-from animatch.runs import atomic_write_text, markdown_table, write_run_files
+from animatch.runs import atomic_write_text, claim_output, markdown_table, write_run_files
 
 MAX_EXAMPLES = 20
 OUTPUT_FILES = ("optimized_metadata.jsonl", "train.jsonl", "val.jsonl", "test.jsonl")
@@ -144,8 +144,7 @@ def _validate_config(cfg: PrepareConfig) -> Path:
     metadata = data / cfg.metadata
     if not metadata.is_file():
         raise UserError(f"no {cfg.metadata} in {data}: not an AniPersonaCaps dataset root")
-    if Path(cfg.out).exists() and not Path(cfg.out).is_dir():
-        raise UserError(f"--out exists and is not a directory: {cfg.out}")
+    claim_output(cfg, "prepare")
     return metadata
 
 

@@ -25,7 +25,7 @@ from animatch.data.images import ImageLoadError, load_image
 from animatch.errors import UserError
 from animatch.judge.judge import Judge, error_result
 from animatch.judge.language import require_english
-from animatch.runs import atomic_write_text, config_dict, markdown_table, write_run_files
+from animatch.runs import atomic_write_text, claim_output, config_dict, markdown_table, write_run_files
 
 DONE_STATUSES = ("ok", "unparsed")
 
@@ -146,9 +146,7 @@ def judge_batch(judge: Judge, batch: list[dict]) -> list[dict]:
 
 
 def run_batch(cfg: JudgeConfig) -> int:
-    pairs_path, out = Path(cfg.pairs), Path(cfg.out)
-    if out.is_dir():
-        raise UserError(f"--out {out} is a directory; give the results file, e.g. {out / 'results.jsonl'}")
+    pairs_path, out = Path(cfg.pairs), claim_output(cfg, "judge", file=True)
     image_root = Path(cfg.image_root) if cfg.image_root else pairs_path.parent
     pairs, bad = read_pairs(pairs_path, image_root)
     done = _read_done(out)

@@ -37,7 +37,7 @@ from animatch.judge import prompts
 from animatch.judge.data import ExampleCollator, JudgeExampleDataset
 from animatch.judge.loading import load_judge_model
 from animatch.judge.trainable import TrainedWeights, answer_loss, load_trainable, param_groups
-from animatch.runs import atomic_dir, write_run_files
+from animatch.runs import atomic_dir, claim_output, write_run_files
 
 SHARDED = (DistributedType.DEEPSPEED, DistributedType.FSDP)
 
@@ -175,7 +175,7 @@ def _pad_id(processor) -> int:
 
 def run_judge_train(cfg: JudgeTrainConfig) -> int:
     _check(cfg)
-    out = Path(cfg.out)
+    out = claim_output(cfg, "judge-train")
     mixed = resolve_mixed_precision(cfg.mixed_precision)
     acc = Accelerator(mixed_precision=mixed, gradient_accumulation_steps=cfg.accum_steps, project_dir=str(out),
                       log_with=None if cfg.report_to == "none" else cfg.report_to)
