@@ -384,6 +384,8 @@ class AuditConfig:
                                     "non-fitting (the sentence threshold is that quantile of their deficits)")
     trim_sentences: bool = opt(False, "clean_metadata.jsonl: remove non-fitting sentences instead of dropping whole "
                                       "pairs (a flagged pair is kept only if its trimmed text passes)")
+    force_clean: bool = opt(False, "write clean_metadata.jsonl even when the calibration finds the flags it acts "
+                                   "on unreliable (by default it is then not written)")
     calibration_swaps: int = opt(5, "simulated swaps per calibration pair (texts moved to other images)")
     min_calibration_pairs: int = opt(20, "calibrate on all pairs when the val split has fewer than this")
     reference_images: int = opt(4096, "images (a seeded sample) that each sentence is compared against")

@@ -46,6 +46,8 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
         raise ImageLoadError(path, "missing file") from None
     except OSError as e:
         raise ImageLoadError(path, f"unreadable file: {e.strerror or e}") from None
+    except ValueError:  # the OS cannot take the name at all (a NUL byte)
+        raise ImageLoadError(path, "unsafe file_name: holds a control character") from None
     if not path.is_file():
         raise ImageLoadError(path, "not a file")
     if size == 0:

@@ -2,10 +2,12 @@
 
 Every record passes these checks in order and is dropped, with its line number and reason counted in
 prepare_report.json, at the first it fails: schema (schema.iter_metadata) -> text (appearance too short,
-not an appearance (text.non_appearance_reason), unsafe or duplicate file_name) -> image (read once, hashed
-and fully decoded by images.load_image_bytes, in a process pool) -> placeholder image (the same bytes
-shared by >= placeholder_min_characters records spanning at least two titles: all dropped; a share within
-one title is variants of one character) -> duplicate image (same bytes; first line kept) -> duplicate
+not an appearance (text.non_appearance_reason), unsafe (safepath.name_problem: control characters,
+absolute, `..`) or duplicate file_name) -> image (kept inside the root by safepath.path_inside: no symlink
+out of it, no device, FIFO or socket; read once with a size cap, hashed and fully decoded by
+images.load_image_bytes, in a process pool) -> placeholder image (the same bytes shared by
+>= placeholder_min_characters records spanning at least two titles: all dropped; a share within one title
+is variants of one character) -> duplicate image (same bytes; first line kept) -> duplicate
 appearance (same cleaned text, case-insensitive; first line kept). Splits are drawn per title from a salted
 hash of the normalised title (no title on two sides; a title keeps its split when other titles come or
 go); with >= 3 titles val and test are never left empty. Outputs are sorted and carry no timestamps, so a
@@ -21,12 +23,13 @@ import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from tqdm import tqdm
 
 from animatch.config import PrepareConfig
 from animatch.data.images import ImageLoadError, load_image_bytes
+from animatch.data.safepath import UnsafePath, name_problem, path_inside, read_bounded
 from animatch.data.schema import SPLITS, iter_metadata
 from animatch.data.text import (
     appearance_chunks,
@@ -85,15 +88,16 @@ def assign_splits(title_keys: set[str], val_fraction: float, test_fraction: floa
     return split
 
 
-def _check_image(task: tuple[str, int, bool]) -> tuple[str | None, str | None]:
+def _check_image(task: tuple[str, str, int, bool]) -> tuple[str | None, str | None]:
     """(hash of the file bytes, None) or (None, reason); runs in a worker process."""
-    path, max_pixels, decode = task
+    root, name, max_pixels, decode = task
     try:
-        data = Path(path).read_bytes()
+        path = path_inside(root, name)
+        data = read_bounded(path)
+    except UnsafePath as e:
+        return None, e.reason
     except FileNotFoundError:
         return None, "missing file"
-    except IsADirectoryError:
-        return None, "not a file"
     except OSError as e:
         return None, f"unreadable file: {e.strerror or e}"
     if not data:
@@ -106,7 +110,7 @@ def _check_image(task: tuple[str, int, bool]) -> tuple[str | None, str | None]:
     return hashlib.blake2b(data, digest_size=16).hexdigest(), None
 
 
-def _check_images(tasks: list[tuple[str, int, bool]],
+def _check_images(tasks: list[tuple[str, str, int, bool]],
                   workers: int) -> Iterator[tuple[str | None, str | None]]:
     """Results of `_check_image` in task order, yielded as they come (the caller works meanwhile)."""
     with tqdm(total=len(tasks), desc="checking images", unit="img", dynamic_ncols=True) as bar:
@@ -160,13 +164,12 @@ def _text_stage(metadata: Path, cfg: PrepareConfig, drops: DropLog) -> tuple[int
                "character": " ".join(rec["character"].split()), "url": rec["url"].strip(),
                "appearance": clean_text(rec["appearance"]), "personality": clean_text(rec["personality"])}
         name = rec["file_name"]
-        parts = PurePosixPath(name.replace("\\", "/")).parts
         if len(rec["appearance"]) < max(cfg.min_appearance_chars, 1):
             reason = f"appearance too short: {len(rec['appearance'])} characters after cleaning"
         elif (why := non_appearance_reason(rec["appearance"])) is not None:
             reason = why
-        elif name.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]):
-            reason = "unsafe file_name: absolute or outside the dataset root"
+        elif (why := name_problem(name)) is not None:
+            reason = why
         elif name in seen_files:
             reason = f"duplicate file_name: same image path as line {seen_files[name]}"
         else:
@@ -218,7 +221,7 @@ def run_prepare(cfg: PrepareConfig) -> int:
     if read == 0:
         raise UserError(f"{metadata} holds no records")
     workers = cfg.workers or os.cpu_count() or 1
-    tasks = [(str(data / rec["file_name"]), cfg.max_image_pixels, cfg.check_images) for _, rec in candidates]
+    tasks = [(str(data), rec["file_name"], cfg.max_image_pixels, cfg.check_images) for _, rec in candidates]
     with_images = []
     for (line_no, rec), (digest, reason) in zip(candidates, _check_images(tasks, workers), strict=True):
         if reason is None:  # chunking here overlaps with the workers' decoding

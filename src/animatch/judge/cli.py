@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from animatch.config import JudgeConfig
 from animatch.data.images import ImageLoadError, load_image
+from animatch.data.safepath import CONTROL_CHARACTERS, UnsafePath, path_inside
 from animatch.errors import UserError
 from animatch.judge.judge import Judge, error_result
 from animatch.judge.language import require_english
@@ -99,6 +100,8 @@ def read_pairs(path: Path, image_root: Path) -> tuple[list[dict], list[dict]]:
                 problem = 'missing "image" (a path)'
             elif problem is None and not isinstance(obj.get("text"), str):
                 problem = 'missing "text"'
+            elif problem is None:
+                problem = _image_problem(obj["image"], image_root)
             if problem is not None:
                 row = {"line": line_no, "key": f"{line_no}:bad-line:{_text_hash(line)}", "image": None,
                        "text": None}
@@ -112,6 +115,19 @@ def read_pairs(path: Path, image_root: Path) -> tuple[list[dict], list[dict]]:
             row["path"] = str(image_root / Path(obj["image"]).expanduser())
             pairs.append(row)
     return pairs, bad
+
+
+def _image_problem(image: str, image_root: Path) -> str | None:
+    """Why a pair's image may not be opened, or None: a relative path must stay inside the image root
+    (`safepath.path_inside`); an absolute one is the user's own choice; no name holds control characters."""
+    if CONTROL_CHARACTERS.search(image):
+        return "unsafe file_name: holds a control character"
+    try:
+        if not Path(image).expanduser().is_absolute():
+            path_inside(image_root, image)
+    except UnsafePath as e:
+        return e.reason
+    return None
 
 
 def _read_done(out: Path) -> dict[str, dict]:
