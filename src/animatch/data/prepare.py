@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from animatch.config import PrepareConfig
 from animatch.data.images import ImageLoadError, load_image_bytes
-from animatch.data.safepath import UnsafePath, name_problem, path_inside, read_bounded
+from animatch.data.safepath import CONTROL_CHARACTERS, UnsafePath, name_problem, path_inside, read_bounded
 from animatch.data.schema import SPLITS, iter_metadata
 from animatch.data.text import (
     appearance_chunks,
@@ -56,7 +56,8 @@ class DropLog:
         category = reason.split(":")[0]
         self.counts[category] += 1
         if len(self.examples[category]) < MAX_EXAMPLES:
-            where = f"line {line_no}" + (f" ({file_name})" if file_name else "")
+            shown = ascii(file_name) if file_name and CONTROL_CHARACTERS.search(file_name) else file_name
+            where = f"line {line_no}" + (f" ({shown})" if file_name else "")
             self.examples[category].append(f"{where}: {reason}")
 
     def as_dict(self) -> dict:
