@@ -37,7 +37,7 @@ from animatch.judge import prompts
 from animatch.judge.data import ExampleCollator, JudgeExampleDataset
 from animatch.judge.loading import load_judge_model
 from animatch.judge.trainable import TrainedWeights, answer_loss, load_trainable, param_groups
-from animatch.runs import atomic_dir, claim_output, write_run_files
+from animatch.runs import atomic_dir, claim_output, cut_metrics, write_run_files
 
 SHARDED = (DistributedType.DEEPSPEED, DistributedType.FSDP)
 
@@ -198,6 +198,7 @@ def run_judge_train(cfg: JudgeTrainConfig) -> int:
         run.resume()
     if acc.is_main_process:
         write_run_files(out, cfg)
+        cut_metrics(out / "metrics.jsonl", run.progress["global_step"] if cfg.resume else None)
     if cfg.report_to != "none":
         acc.init_trackers("animatch-judge-train", config={k: str(v) for k, v in vars(cfg).items()})
     val_batches = _val_batches(cfg, processor, load_split(cfg.split_dir, "val"))
