@@ -426,6 +426,10 @@ class ServeConfig:
     max_upload_mb: float = opt(10.0, "largest request body in MiB (all uploaded images together); larger: HTTP 413")
     max_image_pixels: int = opt(89_478_485, "uploaded images above this many pixels are refused (decompression "
                                             "bombs)")
+    max_decode_pixels: int = opt(16_777_216, "an uploaded image above this many pixels is decoded downscaled "
+                                             "(JPEG) or refused (other formats)")
+    max_request_pixels: int = opt(67_108_864, "most decoded pixels of all the images of one request together")
+    max_judge_text_chars: int = opt(4000, "longest judge text, in characters")
     max_k: int = opt(50, "most results one search may ask for")
     max_match_images: int = opt(16, "most images in one match request")
     max_candidates: int = opt(200, "most candidate texts and characters in one match request")
