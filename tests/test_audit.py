@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from animatch.audit import scoring
-from animatch.audit.corrupt import corrupt_records
 from animatch.audit.run import run_audit
 from animatch.cli import main
 from animatch.config import AuditConfig
+from corrupt import corrupt_records  # tests/corrupt.py: fault injection with ground truth
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 MARKUP = ' <script>document.title = "pwned"</script><b>bold & "quoted"</b>'
