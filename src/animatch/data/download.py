@@ -110,7 +110,6 @@ def _hub_error(e: Exception, cfg: DownloadConfig) -> UserError:
 def run_download(cfg: DownloadConfig) -> int:
     if cfg.limit is not None and cfg.limit < 1:
         raise UserError(f"--limit must be at least 1, got {cfg.limit}")
-    out = claim_output(cfg, "download")
     api = HfApi()
     try:
         commit = api.repo_info(cfg.repo, repo_type="dataset", revision=cfg.revision).sha
@@ -121,6 +120,7 @@ def run_download(cfg: DownloadConfig) -> int:
         raise
     except Exception as e:
         raise _hub_error(e, cfg) from None
+    out = claim_output(cfg, "download")  # after the Hub answered: an unreachable Hub leaves no --out behind
     lines, names = read_first_records(local_metadata, cfg.limit, posixpath.dirname(metadata_path))
     # the names now carry the metadata's folder, i.e. are relative to the repository root, as OUT's will be
     fetch, missing = plan_download(repo_files, METADATA_NAME, names)

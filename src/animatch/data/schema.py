@@ -109,8 +109,9 @@ def safe_records(records: Iterable[dict], source: str | os.PathLike) -> list[dic
 
     kept, dropped = [], []
     for n, record in enumerate(records, start=1):
-        name = record.get("file_name")
-        problem = name_problem(name) if isinstance(name, str) else "unsafe file_name: not a string"
+        name = record.get("file_name")  # a record without one (text only) has nothing to open
+        problem = None if name is None else name_problem(name) if isinstance(name, str) \
+            else "unsafe file_name: not a string"
         (dropped if problem else kept).append((n, problem) if problem else record)
     if dropped:
         print(f"warning: {source}: dropped {len(dropped)} records with an unsafe file_name (record "
