@@ -3,7 +3,7 @@
 Usage: .venv/bin/python bench/audit_synth.py [--out runs/bench_audit] [--n 40000] [--steps 800] [--threads 2]
        [--clip DIR]   (run it on an idle machine; training uses bench/common.py's scratch recipe)
 Draws `animatch synth` data, swaps the appearance texts of 10% of the characters in random pairs and appends
-one wrong sentence (another value of one drawn attribute) to 5% (`animatch.audit.corrupt`), prepares it,
+one wrong sentence (another value of one drawn attribute) to 5% (tests/corrupt.py), prepares it,
 trains clip-tiny with `animatch train` on the clean part of the train split (or takes --clip DIR), runs
 `animatch audit --trim-sentences` on everything, and prints: pair-level precision/recall of the flags for
 swaps (goal >= 0.9 both), and sentence-level precision/recall of the trimming for the wrong sentences.
@@ -14,13 +14,15 @@ can only be as good as the CLIP behind it (280 steps on 20,000 characters gave p
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 from common import fresh_run, run, scratch_parser, scratch_train_args  # bench/common.py (scripts run as bench/NAME.py)
 
-from animatch.audit.corrupt import corrupt_records
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from corrupt import corrupt_records  # tests/corrupt.py: the audit tests' fault injection
 
 
 def jsonl(path: Path) -> list[dict]:

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from animatch.audit import scoring
-from animatch.audit.corrupt import corrupt_records
 from animatch.audit.run import run_audit
 from animatch.cli import main
 from animatch.config import AuditConfig
+from corrupt import corrupt_records  # tests/corrupt.py: fault injection with ground truth
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 MARKUP = ' <script>document.title = "pwned"</script><b>bold & "quoted"</b>'
@@ -106,7 +106,8 @@ def test_trimming_removes_exactly_the_nonfitting_sentences(synth_root, corrupted
     path, truth = corrupted
     out = tmp_path / "trim"
     assert main(["audit", "--data", str(synth_root), "--metadata", str(path), "--model", str(clip_matched_dir),
-                 "--out", str(out), "--workers", "0", "--no-cache", "--trim-sentences"]) == 0
+                 "--out", str(out), "--workers", "0", "--no-cache", "--trim-sentences", "--force-clean"]) == 0
+    # --force-clean: the tiny model's sentence calibration is weak here; this test checks how trimming works
     records, rows = _jsonl(path), _jsonl(out / "audit.jsonl")
     clean = {r["file_name"]: r for r in _jsonl(out / "clean_metadata.jsonl")}
     threshold = json.loads((out / "summary.json").read_text())["threshold"]["value"]

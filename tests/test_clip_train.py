@@ -71,6 +71,7 @@ def test_short_run_learns_and_writes_checkpoints(synth_root, prepared_dir, clip_
 
 def test_existing_run_needs_resume(synth_root, prepared_dir, clip_tiny_dir, tmp_path, capsys):
     (tmp_path / "run" / "last").mkdir(parents=True)
+    (tmp_path / "run" / ".animatch.json").write_text('{"command": "train"}')  # what a killed run leaves
     assert main(_train_args(synth_root, prepared_dir, clip_tiny_dir, tmp_path / "run")) == 2
     assert "--resume" in capsys.readouterr().err
 

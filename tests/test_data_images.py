@@ -164,3 +164,17 @@ def test_load_image_bytes_and_listing(tmp_path):
     assert ".png" in IMAGE_EXTENSIONS
     with pytest.raises(UserError):
         list_image_files(tmp_path / "nope")
+
+
+def test_large_jpegs_decode_downscaled_and_others_are_refused_above_the_decode_cap():
+    def encoded(fmt: str) -> bytes:
+        buf = io.BytesIO()
+        Image.new("RGB", (800, 600), "red").save(buf, format=fmt)
+        return buf.getvalue()
+
+    charged = []
+    image = load_image_bytes(encoded("JPEG"), "a.jpg", decode_pixels=40_000, charge=charged.append)
+    assert image.size == (200, 150) and charged == [30_000]  # 1/4 in the decoder: the smallest scale that fits
+    assert load_image_bytes(encoded("JPEG"), "a.jpg", decode_pixels=480_000).size == (800, 600)
+    with pytest.raises(ImageLoadError, match="too many pixels: 800x600"):
+        load_image_bytes(encoded("PNG"), "a.png", decode_pixels=40_000)

@@ -56,12 +56,12 @@ def wait_job(client, job: dict) -> dict:
     return job
 
 
-def png_bomb() -> bytes:
-    """A valid 1x1 PNG whose header claims 100000 x 100000 pixels."""
+def png_bomb(width: int = 100_000, height: int = 100_000) -> bytes:
+    """A valid 1x1 PNG whose header claims `width` x `height` pixels (100000 x 100000: a bomb)."""
     buf = io.BytesIO()
     Image.new("RGB", (1, 1)).save(buf, format="PNG")
     data = bytearray(buf.getvalue())
-    data[16:24] = struct.pack(">II", 100_000, 100_000)
+    data[16:24] = struct.pack(">II", width, height)
     data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
     return bytes(data)
 
@@ -227,6 +227,30 @@ def test_uploads_too_large_not_images_and_bombs_are_refused(client, synth_root):
             assert refused.status_code == status and refused.json()["detail"].startswith(f"{name}: {reason}")
         refused = client.post("/api/match", data={"texts": "red hair"}, files=[("images", (name, data, "image/png"))])
         assert refused.status_code == status
+
+
+def test_decoded_pixels_are_capped_per_image_and_per_request(client, services, monkeypatch, synth_root, records):
+    # 9000 x 9000 is under the bomb cap but above --max-decode-pixels; a PNG cannot be decoded downscaled.
+    huge = client.post("/api/search/image", files={"image": ("huge.png", png_bomb(9000, 9000), "image/png")})
+    assert huge.status_code == 400 and huge.json()["detail"].startswith("huge.png: too many pixels: 9000x9000")
+    jpeg = io.BytesIO()
+    Image.new("RGB", (800, 600), "red").save(jpeg, format="JPEG")
+    monkeypatch.setattr(services.cfg, "max_decode_pixels", 40_000)  # 800 x 600 is decoded at 1/4: 200 x 150
+    assert client.post("/api/search/image", files={"image": ("a.jpg", jpeg.getvalue(), "image/jpeg")}).status_code \
+        == 200
+    one = Image.open(synth_root / records[0]["file_name"])
+    monkeypatch.setattr(services.cfg, "max_request_pixels", one.width * one.height * 3 // 2)
+    files = [("images", image_file(synth_root, r)) for r in records[:2]]
+    refused = client.post("/api/match", data={"texts": "red hair"}, files=files)
+    assert refused.status_code == 400 and "--max-request-pixels" in refused.json()["detail"]
+    assert client.post("/api/match", data={"texts": "red hair"}, files=files[:1]).status_code == 200
+
+
+def test_a_long_judge_text_is_refused_before_it_is_queued(client, synth_root, records):
+    refused = client.post("/api/judge", files={"image": image_file(synth_root, records[0])},
+                          data={"text": "Red hair. " * 500})
+    assert refused.status_code == 400 and refused.json()["detail"] == (
+        "the text has 5000 characters; the limit is 4000 (server option --max-judge-text-chars)")
 
 
 def test_no_request_path_reaches_the_file_system(live_server, client, services, monkeypatch, records):

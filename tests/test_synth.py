@@ -33,7 +33,7 @@ def _records(root: Path) -> list[dict]:
 
 def _tree_bytes(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and not p.name.startswith(("config.yaml", "synth_report"))}
+            if p.is_file() and not p.name.startswith(("config.yaml", "synth_report", ".animatch"))}
 
 
 def test_same_seed_gives_identical_bytes_whatever_the_workers(tmp_path):

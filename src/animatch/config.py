@@ -317,6 +317,13 @@ class CandidateTextOptions(Options):
 
 
 @dataclass
+class OutputOptions(Options):
+    """output"""
+    overwrite: bool = opt(False, "write into an --out holding files this command did not write (an input is never "
+                                 "overwritten; see animatch.runs.claim_output)")
+
+
+@dataclass
 class JsonOutputOptions(Options):
     """output format"""
     json: bool = opt(False, "print the result as JSON")
@@ -324,7 +331,7 @@ class JsonOutputOptions(Options):
 
 # ---------------------------------------------------------------------------------------------- data
 @dataclass
-class SynthConfig(WorkerOptions):
+class SynthConfig(WorkerOptions, OutputOptions):
     """Draw a synthetic persona dataset in the AniPersonaCaps layout."""
     out: str = opt(help="output dataset root (metadata.jsonl + images/)", required=True)
     n: int = opt(3000, "number of characters", bounds=AT_LEAST_1)
@@ -335,7 +342,7 @@ class SynthConfig(WorkerOptions):
 
 
 @dataclass
-class PrepareConfig(DatasetOptions, WorkerOptions, ImageLimitOptions):
+class PrepareConfig(DatasetOptions, WorkerOptions, ImageLimitOptions, OutputOptions):
     """Clean, validate, deduplicate, chunk and split a dataset root (the reference optimized_metadata.py)."""
     out: str = opt(help="output dir for optimized_metadata.jsonl, train/val/test.jsonl, prepare_report.json",
                    required=True)
@@ -360,7 +367,7 @@ class PrepareConfig(DatasetOptions, WorkerOptions, ImageLimitOptions):
 
 
 @dataclass
-class DownloadConfig(Options):
+class DownloadConfig(OutputOptions):
     """Fetch AniPersonaCaps from the Hugging Face Hub (metadata + only the images needed)."""
     out: str = opt(help="output dataset root", required=True)
     repo: str = opt("mrzjy/AniPersonaCaps", "dataset repository on the Hub")
@@ -371,7 +378,7 @@ class DownloadConfig(Options):
 
 # -------------------------------------------------------------------------------------------- models
 @dataclass
-class InitModelConfig(Options):
+class InitModelConfig(OutputOptions):
     """Build a tiny randomly initialised checkpoint in exactly the Hub layout, offline."""
     preset: str = opt(help="which checkpoint", required=True, choices=TINY_PRESETS, positional=True)
     out: str = opt(help="output directory", required=True)
@@ -382,7 +389,7 @@ class InitModelConfig(Options):
 
 # ---------------------------------------------------------------------------------------------- CLIP
 @dataclass
-class TrainConfig(TrainingLoopOptions):
+class TrainConfig(TrainingLoopOptions, OutputOptions):
     """Fine-tune CLIP contrastively (the reference recipe), on one CPU, one GPU or many via accelerate launch."""
     out: str = opt(help="run dir: best/, last/, metrics.jsonl, config.yaml, report.md", required=True)
     model: str = opt(DEFAULT_CLIP, "CLIP checkpoint to start from: hub id or local dir")
@@ -430,7 +437,7 @@ class TrainConfig(TrainingLoopOptions):
 
 
 @dataclass
-class EvalConfig(DatasetOptions, EvaluationSplitOptions, EmbeddingOptions, BaselineOptions):
+class EvalConfig(DatasetOptions, EvaluationSplitOptions, EmbeddingOptions, BaselineOptions, OutputOptions):
     """Evaluate a CLIP model on a split: accuracy, Recall@K both ways, cosine gap, BLEU/ROUGE of retrieved text."""
     out: str = opt(help="output dir: eval.json, eval.md, similarity_hist.png, recall_at_k.png", required=True)
     model: str = opt(DEFAULT_CLIP, "CLIP model to evaluate: hub id, local dir or a run's best/")
@@ -440,7 +447,7 @@ class EvalConfig(DatasetOptions, EvaluationSplitOptions, EmbeddingOptions, Basel
 
 # ------------------------------------------------------------------------------ match, index, search
 @dataclass
-class MatchConfig(EmbeddingOptions, EmbeddingCacheOptions):
+class MatchConfig(EmbeddingOptions, EmbeddingCacheOptions, OutputOptions):
     """Rank candidate characters (or free texts) for every image in a folder; write matches and heatmaps."""
     images: str = opt(help="folder of images (searched recursively; other files are ignored)", required=True,
                       exists="dir")
@@ -457,7 +464,7 @@ class MatchConfig(EmbeddingOptions, EmbeddingCacheOptions):
 
 
 @dataclass
-class IndexConfig(DatasetOptions, EmbeddingOptions, EmbeddingCacheOptions):
+class IndexConfig(DatasetOptions, EmbeddingOptions, EmbeddingCacheOptions, OutputOptions):
     """Build a search index (faiss) of a dataset's image and appearance-text embeddings."""
     model: str = opt(help="CLIP model: hub id, local dir or a training run's best/", required=True)
     out: str = opt(help="index dir to write (replaced atomically)", required=True)
@@ -483,7 +490,7 @@ class SearchConfig(DeviceOptions, JsonOutputOptions):
 # --------------------------------------------------------------------------------------------- judge
 @dataclass
 class JudgeConfig(JudgeModelOptions, JudgeGenerationOptions, AttentionOptions, ImageLimitOptions,
-                  JsonOutputOptions):
+                  JsonOutputOptions, OutputOptions):
     """Two-stage LLaVA judge: describe the image, then score how well an English text describes it (1-10)."""
     image: Optional[str] = opt(None, "single mode: the character image", exists="file")
     text: Optional[str] = opt(None, "single mode: the English text to judge against the image")
@@ -502,7 +509,7 @@ class JudgeConfig(JudgeModelOptions, JudgeGenerationOptions, AttentionOptions, I
 
 # ---------------------------------------------------------------------------------------------- demo
 @dataclass
-class DemoConfig(Options):
+class DemoConfig(OutputOptions):
     """The whole pipeline on the embedded synthetic dataset, offline: data, CLIP, match, search, judge."""
     out: str = opt("runs/demo", "output dir (replaced): every artefact and REPORT.md")
     quick: bool = opt(False, "smaller data and fewer steps (about 90 s; the CI smoke test)")
@@ -514,7 +521,7 @@ LORA_TARGET_MODULES = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_pr
 
 
 @dataclass
-class JudgeTrainConfig(TrainingLoopOptions, CandidateTextOptions):
+class JudgeTrainConfig(TrainingLoopOptions, CandidateTextOptions, OutputOptions):
     """Fine-tune the LLaVA judge (LoRA, QLoRA or full) on both stages: describe the image, score a text."""
     out: str = opt(help="run dir: adapter/ (or model/ for --method full), last/, metrics.jsonl, report.md",
                    required=True)
@@ -574,7 +581,7 @@ class JudgeTrainConfig(TrainingLoopOptions, CandidateTextOptions):
 
 @dataclass
 class JudgeEvalConfig(DatasetOptions, EvaluationSplitOptions, JudgeModelOptions, JudgeGenerationOptions,
-                      CandidateTextOptions, BaselineOptions):
+                      CandidateTextOptions, BaselineOptions, OutputOptions):
     """Evaluate the judge on test-split pairs: verdict accuracy + ROC-AUC, keyword Recall@K, BLEU/ROUGE, cosine."""
     out: str = opt(help="output dir: judge_eval.json, judge_eval.md, score_hist.png, pairs_<model>.jsonl",
                    required=True)
@@ -595,7 +602,7 @@ class JudgeEvalConfig(DatasetOptions, EvaluationSplitOptions, JudgeModelOptions,
 
 # --------------------------------------------------------------------------------------------- audit
 @dataclass
-class AuditConfig(DatasetOptions, EmbeddingOptions, EmbeddingCacheOptions, JudgeVerifierOptions):
+class AuditConfig(DatasetOptions, EmbeddingOptions, EmbeddingCacheOptions, JudgeVerifierOptions, OutputOptions):
     """Find mismatched image-text pairs: CLIP scores every pair, an optional LLaVA judge verifies the flagged ones."""
     model: str = opt(help="CLIP model: hub id, local dir or a training run's best/", required=True)
     out: str = opt(help="output dir: audit.jsonl, flagged.html, clean_metadata.jsonl, summary.json, report.md",
@@ -613,6 +620,8 @@ class AuditConfig(DatasetOptions, EmbeddingOptions, EmbeddingCacheOptions, Judge
                               bounds="(0, 1)")
     trim_sentences: bool = opt(False, "clean_metadata.jsonl: remove non-fitting sentences instead of dropping whole "
                                       "pairs (a flagged pair is kept only if its trimmed text passes)")
+    force_clean: bool = opt(False, "write clean_metadata.jsonl even when the calibration finds the flags it acts "
+                                   "on unreliable (by default it is then not written)")
     calibration_swaps: int = opt(5, "simulated swaps per calibration pair (texts moved to other images)",
                                  bounds=AT_LEAST_1)
     min_calibration_pairs: int = opt(20, "calibrate on all pairs when the val split has fewer than this",
@@ -643,6 +652,11 @@ class ServeConfig(DeviceOptions, JudgeVerifierOptions, ImageLimitOptions):
     port: int = opt(7860, "port to listen on (0: any free port)", bounds="[0, 65535]")
     max_upload_mb: float = opt(10.0, "largest request body in MiB (all uploaded images together); larger: HTTP 413",
                                bounds=POSITIVE)
+    max_decode_pixels: int = opt(16_777_216, "an uploaded image above this many pixels is decoded downscaled "
+                                             "(JPEG) or refused (other formats)", bounds=AT_LEAST_1)
+    max_request_pixels: int = opt(67_108_864, "most decoded pixels of all the images of one request together",
+                                  bounds=AT_LEAST_1)
+    max_judge_text_chars: int = opt(4000, "longest judge text, in characters", bounds=AT_LEAST_1)
     max_k: int = opt(50, "most results one search may ask for", bounds=AT_LEAST_1)
     max_match_images: int = opt(16, "most images in one match request", bounds=AT_LEAST_1)
     max_candidates: int = opt(200, "most candidate texts and characters in one match request", bounds=AT_LEAST_1)

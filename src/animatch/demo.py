@@ -17,7 +17,7 @@ from pathlib import Path
 
 from animatch.config import DemoConfig
 from animatch.errors import UserError
-from animatch.runs import atomic_write_text, markdown_table
+from animatch.runs import atomic_write_text, claim_output, markdown_table
 
 # (characters, CLIP steps, CLIP batch, judge steps, judge-eval characters) per mode; sized for 2 CPU cores.
 SIZES = {"full": (2000, 240, 64, 80, 24), "quick": (600, 70, 48, 10, 4)}
@@ -65,9 +65,7 @@ def _queries(split_dir: Path) -> list[str]:
 
 
 def run_demo(cfg: DemoConfig) -> int:
-    out = Path(cfg.out)
-    if out.exists():
-        shutil.rmtree(out)
+    out = claim_output(cfg, "demo", replace=True)
     n, clip_steps, batch, judge_steps, judge_items = SIZES["quick" if cfg.quick else "full"]
     root, prep, clip0, run = out / "data", out / "prepared", out / "clip-tiny", out / "clip-run"
     llava0, judge_run = out / "llava-tiny", out / "judge-run"

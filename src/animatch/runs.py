@@ -1,8 +1,12 @@
-"""Run directories and atomic file writes.
+"""Run directories, the output policy and atomic file writes.
 
 Every job writes into an output directory: its resolved config (`config.yaml`), its metrics as JSON and a
 short human report. All writes here are atomic (temp file + `os.replace`, temp dir + rename for
 directories), so a kill never leaves a half-written file where a reader expects a whole one.
+
+`claim_output` is the one output policy, called by every job that writes before it does any work: a new
+or empty `--out`, or one the same command wrote before (its marker file says so), is used; anything else
+is refused with one line unless `--overwrite`; and an output never is, or holds, an input of the same run.
 """
 
 from __future__ import annotations
@@ -18,6 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from animatch.errors import UserError
+
+OUTPUT_MARKER = ".animatch.json"
 
 
 def _umask_mode(mode: int) -> int:
@@ -65,6 +73,9 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
     os.chmod(tmp, _umask_mode(0o777))
     try:
         yield tmp
+        marker = final / OUTPUT_MARKER
+        if marker.is_file() and not (tmp / OUTPUT_MARKER).exists():  # the new dir stays claimed
+            shutil.copyfile(marker, tmp / OUTPUT_MARKER)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -76,6 +87,96 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
     os.replace(tmp, final)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _marker_command(marker: Path) -> str | None:
+    """The command recorded in an output marker file, or None (no marker, or not one of ours)."""
+    try:
+        if not marker.is_file() or marker.stat().st_size > 4096:
+            return None
+        return json.loads(marker.read_text(encoding="utf-8")).get("command")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _input_paths(cfg: Any) -> list[tuple[str, Path]]:
+    """(flag, resolved path) of every input path of `cfg`: the fields the CLI checks for existence."""
+    inputs = []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if f.metadata.get("exists") and value:
+            inputs.append(("--" + f.name.replace("_", "-"), Path(value).expanduser().resolve()))
+    return inputs
+
+
+def _first_foreign_entry(folder: Path) -> str | None:
+    """The name of an entry of `folder` other than our marker (and its temp files), or None."""
+    with os.scandir(folder) as entries:
+        return next((e.name for e in entries if OUTPUT_MARKER not in e.name), None)
+
+
+def claim_output(cfg: Any, command: str, *, file: bool = False, replace: bool = False) -> Path:
+    """Apply the output policy to `cfg.out` and mark it as `command`'s; returns it. Call before any work.
+
+    `cfg.out` is a directory, or with `file=True` a result file (its marker lies beside it). It is used when
+    it is new or empty, or when its marker names `command`; otherwise only with `cfg.overwrite`. It may never
+    be an input of `cfg` (a field checked for existence) nor, for a directory, hold one. `replace=True`
+    empties the directory (the job rewrites it whole). UserError (one line) when refused or not creatable.
+    """
+    out = Path(cfg.out).expanduser()
+    target = out.resolve()
+    for flag, path in _input_paths(cfg):
+        if target == path or (not file and path.is_relative_to(target)):
+            what = "is" if target == path else "holds"
+            raise UserError(f"--out {out} {what} the input {flag} {path}: a result never replaces an input; "
+                            "choose another --out")
+    if file:
+        if out.is_dir():
+            raise UserError(f"--out {out} is a directory; give the results file, e.g. {out / 'results.jsonl'}")
+        marker = out.parent / f".{out.name}{OUTPUT_MARKER}"
+        if out.exists() and not out.is_file():
+            raise UserError(f"--out {out} exists and is not a regular file")
+        foreign = out.name if out.exists() and out.stat().st_size > 0 else None
+    else:
+        if out.exists() and not out.is_dir():
+            raise UserError(f"--out {out} exists and is not a directory")
+        marker = out / OUTPUT_MARKER
+        foreign = _first_foreign_entry(out) if out.is_dir() else None
+    owner = _marker_command(marker)
+    if foreign is not None and owner != command and not getattr(cfg, "overwrite", False):
+        whose = (f"was written by `animatch {owner}`" if owner else "exists and was not written by animatch"
+                 if file else f"holds {foreign!r}, not written by animatch")
+        raise UserError(f"--out {out} {whose}; refusing to overwrite it: choose a new or empty --out, "
+                        "or pass --overwrite")
+    try:
+        (out.parent if file else out).mkdir(parents=True, exist_ok=True)
+        if replace and not file:
+            for entry in out.iterdir():
+                if entry.name != OUTPUT_MARKER:
+                    shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+        if owner != command:
+            atomic_write_text(marker, json.dumps({"command": command}) + "\n")
+    except OSError as e:
+        raise UserError(f"cannot write --out {out}: {e.strerror or e}") from None
+    return out
+
+
+def cut_metrics(path: str | os.PathLike, last_step: int | None) -> None:
+    """Keep the rows of a metrics JSONL up to `last_step`, the step of the checkpoint a resumed run restarts
+    from, so that the steps it redoes are logged once; None (a fresh run) removes them all."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:  # a line cut short by the kill
+            continue
+        if last_step is not None and isinstance(row, dict) and isinstance(row.get("step"), int) \
+                and row["step"] <= last_step:
+            kept.append(line + "\n")
+    atomic_write_text(path, "".join(kept))
 
 
 def config_dict(cfg: Any) -> dict:

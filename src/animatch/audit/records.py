@@ -2,9 +2,10 @@
 
 With `--split-dir` the prepared records (optimized_metadata.jsonl: cleaned texts, chunks, ids, splits) are
 audited; otherwise DATA/--metadata is read record by record (`schema.iter_metadata`: bad lines are counted,
-never fatal), each text cleaned and chunked as `prepare` would, and the id computed the same way. A record's
-sentences are those of `text.split_sentences`, paragraph by paragraph; a trimmed text keeps its paragraphs
-minus the removed sentences. `clean_record` is what goes into clean_metadata.jsonl: the input record as it
+never fatal), each text cleaned and chunked as `prepare` would, and the id computed the same way. A record
+whose image path leaves DATA or is not a regular file (`safepath.path_inside`) is skipped with its reason.
+A record's sentences are those of `text.split_sentences`, paragraph by paragraph; a trimmed text keeps its
+paragraphs minus the removed sentences. `clean_record` is what goes into clean_metadata.jsonl: the input record as it
 was, or with the trimmed appearance (and re-chunked appearance_chunks for prepared records).
 """
 
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from animatch.config import AuditConfig
 from animatch.data.prepare import record_id
+from animatch.data.safepath import UnsafePath, path_inside
 from animatch.data.schema import iter_metadata, read_jsonl
 from animatch.data.text import appearance_chunks, clean_text, split_sentences
 from animatch.errors import UserError
@@ -30,8 +32,10 @@ def load_records(cfg: AuditConfig) -> tuple[list[dict], list[dict], str]:
                             "directory?")
         records, skipped = [], []
         for n, record in enumerate(read_jsonl(path), start=1):
-            if not (record.get("appearance_chunks") and record.get("file_name")):
-                skipped.append({"line": n, "reason": "no appearance chunks or no file_name"})
+            reason = None if record.get("appearance_chunks") and isinstance(record.get("file_name"), str) \
+                else "no appearance chunks or no file_name"
+            if (reason := reason or _path_problem(cfg.data, record["file_name"])) is not None:
+                skipped.append({"line": n, "reason": reason})
                 continue
             records.append(record)
         return records, skipped, str(path)
@@ -43,12 +47,23 @@ def load_records(cfg: AuditConfig) -> tuple[list[dict], list[dict], str]:
             continue
         text = clean_text(record["appearance"])
         chunks = appearance_chunks(text) if text else []
-        if not chunks:
-            skipped.append({"line": line_no, "reason": "empty appearance after cleaning"})
+        if (reason := None if chunks else "empty appearance after cleaning") is None:
+            reason = _path_problem(cfg.data, record["file_name"])
+        if reason is not None:
+            skipped.append({"line": line_no, "reason": reason})
             continue
         records.append({**record, "id": record_id(record["file_name"]), "appearance": text,
                         "appearance_chunks": chunks, "_raw": record})
     return records, skipped, str(path)
+
+
+def _path_problem(root: str, file_name: str) -> str | None:
+    """Why a record's image may not be opened (`safepath.path_inside`), or None."""
+    try:
+        path_inside(root, file_name)
+    except UnsafePath as e:
+        return e.reason
+    return None
 
 
 def sentences_of(text: str) -> list[tuple[int, str]]:

@@ -144,11 +144,15 @@ def report_markdown(summary: dict, rows: list[dict]) -> str:
              _threshold_line("pair threshold", summary["threshold"], "flag when fit is below"),
              _threshold_line("sentence threshold", summary["sentence_threshold"], "misfit when deficit is above"),
              "", "## Result", "",
-             f"- flagged by CLIP: {summary['flagged_by_clip']}; flagged after the judge: {summary['flagged']}",
+             f"- flagged by CLIP: {summary['flagged_by_clip']}"
+             + (f"; flagged after the judge: {summary['flagged']}" if summary["judge"] else ""),
              f"- non-fitting sentences: {summary['nonfitting_sentences']} of {summary['sentences']}, in "
              f"{summary['pairs_with_nonfitting_sentences']} pairs",
-             f"- clean_metadata.jsonl: {summary['clean_records']} records ({a['keep']} kept, {a['trim']} trimmed, "
-             f"{a['drop']} dropped{'; --trim-sentences' if summary['trim_sentences'] else ''})",
+             ("- clean_metadata.jsonl: not written, the flags it would act on are unreliable (see Warnings; "
+              "--force-clean writes it anyway): " if summary["clean_withheld"] else
+              f"- clean_metadata.jsonl: {summary['clean_records']} records: ")
+             + f"{a['keep']} kept, {a['trim']} trimmed, {a['drop']} dropped"
+             + ("; --trim-sentences" if summary["trim_sentences"] else ""),
              "- fit quantiles: " + ", ".join(f"{k} {v}" for k, v in summary["fit_quantiles"].items())]
     j = summary["judge"]
     if j:

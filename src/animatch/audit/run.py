@@ -7,7 +7,8 @@ thresholds are calibrated are in `animatch.audit.scoring`. Actions for clean_met
 unreadable image or a flagged pair, else "keep". With --trim-sentences a pair whose text holds non-fitting
 sentences is "trim"med (those sentences removed) instead, or dropped when none of its sentences fits; a
 flagged pair is trimmed only when its trimmed text keeps more than half of its sentences and passes the pair
-rule. Outputs: audit.jsonl, flagged.html, clean_metadata.jsonl, summary.json, report.md, config.yaml.
+rule. Outputs: audit.jsonl, flagged.html, clean_metadata.jsonl, summary.json, report.md, config.yaml;
+clean_metadata.jsonl only when the calibration finds the flags it acts on reliable (or with --force-clean).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from animatch.audit.records import clean_record, load_records, sentences_of, tri
 from animatch.audit.report import report_markdown, write_flagged_html
 from animatch.config import AuditConfig
 from animatch.errors import UserError
-from animatch.runs import atomic_write_text, write_run_files
+from animatch.runs import atomic_write_text, claim_output, write_run_files
 
 DECIMALS = 5
 TRIM_BLOCK = 1024
@@ -91,6 +92,7 @@ def run_audit(cfg: AuditConfig, judge: Any = None) -> int:
     from animatch.clip.match import embed_sharded, open_sharded_clip
     from animatch.data.prepare import title_key
 
+    claim_output(cfg, "audit")
     records, skipped, source = load_records(cfg)
     if len(records) < 2:
         raise UserError(f"need at least 2 records with an appearance text to audit, {source} has {len(records)}")
@@ -135,6 +137,8 @@ def run_audit(cfg: AuditConfig, judge: Any = None) -> int:
                 f"the model tells simulated {what} from real ones poorly, so these flags are unreliable"
                 for name, what, t in (("pair", "swaps", pair_t), ("sentence", "misfits", sent_t))
                 if t.get("youden_j", 1.0) < WEAK_J]
+    # clean_metadata.jsonl acts on the pair flags, and on the sentence flags only when trimming.
+    unreliable = pair_t.get("youden_j", 1.0) < WEAK_J or (cfg.trim_sentences and sent_t.get("youden_j", 1.0) < WEAK_J)
     clip_flag = stats.fit < pair_t["value"]
     sentence_fits = deficit <= sent_t["value"]
 
@@ -205,8 +209,12 @@ def run_audit(cfg: AuditConfig, judge: Any = None) -> int:
     atomic_write_text(out / "audit.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in all_rows))
     clean = [clean_record(rec, row.get("trimmed_appearance")) for rec, row in zip(records, all_rows)
              if row["action"] != "drop"]
-    atomic_write_text(out / "clean_metadata.jsonl",
-                      "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in clean))
+    write_clean = cfg.force_clean or not unreliable
+    if write_clean:
+        atomic_write_text(out / "clean_metadata.jsonl",
+                          "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in clean))
+    else:  # not even an earlier run's file may stand for this run's verdict
+        (out / "clean_metadata.jsonl").unlink(missing_ok=True)
     if cache is not None:
         cache_stats["texts_embedded"], cache_stats["texts_cached"] = cache.stats.texts_embedded, \
             cache.stats.texts_cached
@@ -219,7 +227,8 @@ def run_audit(cfg: AuditConfig, judge: Any = None) -> int:
         "flagged": sum(bool(r["flag"]) for r in rows), "sentences": int(len(sent_owner)),
         "nonfitting_sentences": int((~sentence_fits).sum()),
         "pairs_with_nonfitting_sentences": sum(r["nonfitting_sentences"] > 0 for r in rows),
-        "actions": actions, "clean_records": len(clean), "trim_sentences": cfg.trim_sentences,
+        "actions": actions, "clean_records": len(clean) if write_clean else None,
+        "clean_withheld": not write_clean, "trim_sentences": cfg.trim_sentences,
         "fit_quantiles": {f"p{q:02d}": _rounded(np.percentile(stats.fit, q)) for q in (1, 5, 25, 50, 75, 95)},
         "judge": judge_summary, "warnings": warnings, "cache": cache_stats, "processes": state.num_processes,
         "seconds": round(time.perf_counter() - started, 2)}
@@ -228,6 +237,8 @@ def run_audit(cfg: AuditConfig, judge: Any = None) -> int:
     write_run_files(out, cfg, summary, report_markdown(summary, all_rows), metrics_name="summary.json")
     for warning in warnings:
         print(f"audit: warning: {warning}")
+    if not write_clean:
+        print("audit: clean_metadata.jsonl not written: the flags are unreliable (--force-clean writes it anyway)")
     print(f"audit: {n} pairs scored, {summary['flagged']} flagged, {actions['drop']} dropped, {actions['trim']} "
           f"trimmed -> {out}")
     return 0

@@ -2,9 +2,10 @@
 
 Layout: `ROOT/<model key>/{image,text}/<shard>.safetensors` (a float32 [n, D] tensor) plus
 `<shard>.json` (the n keys, in row order). The JSON is written after the tensor file, both atomically,
-so it is the commit marker: a shard without its JSON is ignored. Every write is a new uniquely named
-shard, so several processes (e.g. `accelerate launch`) can share one cache without locks; shards are
-merged into one when there are more than `COMPACT_ABOVE` of them.
+so it is the commit marker: a shard without its JSON is ignored; a shard that cannot be read whole (a
+truncated tensor file, a bad JSON) is reported on stderr and deleted, and its rows are embedded again.
+Every write is a new uniquely named shard, so several processes (e.g. `accelerate launch`) can share one
+cache without locks; shards are merged into one when there are more than `COMPACT_ABOVE` of them.
 
 Keys: the model key is the sha256 of every state-dict tensor (name, dtype, shape, bytes), the model
 config and the processor's image and tokenizer settings: computed once per cache object (about one
@@ -19,12 +20,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from animatch.runs import atomic_write_bytes, atomic_write_text
@@ -97,12 +100,24 @@ class EmbeddingCache:
             try:
                 keys = json.loads(index.read_text())["keys"]
                 emb = load_file(index.with_suffix(".safetensors"))["embeddings"]
-            except (OSError, ValueError, KeyError):
+                if not (isinstance(keys, list) and emb.ndim == 2 and emb.shape[0] == len(keys)):
+                    raise ValueError(f"{len(keys)} keys for a tensor of shape {tuple(emb.shape)}")
+            except FileNotFoundError:
                 continue  # a shard being compacted away by another process: its rows live on elsewhere
-            if emb.shape[0] == len(keys):
-                self._rows[kind].update(zip(keys, emb))
+            except (OSError, ValueError, KeyError, TypeError, SafetensorError) as e:
+                self._drop_corrupt(index, e)
+                continue
+            self._rows[kind].update(zip(keys, emb))
         if len(shards) > COMPACT_ABOVE:
             self._compact(kind, shards)
+
+    def _drop_corrupt(self, index: Path, error: Exception) -> None:
+        """Report a shard that cannot be read and delete it; its rows are simply embedded again."""
+        detail = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        print(f"warning: embedding cache: dropped the corrupt shard {index.with_suffix('')}.* ({detail}); its "
+              "embeddings will be computed again", file=sys.stderr)
+        index.unlink(missing_ok=True)
+        index.with_suffix(".safetensors").unlink(missing_ok=True)
 
     def _write_shard(self, kind: str, keys: list[str], emb: torch.Tensor) -> None:
         folder = self.dir / kind

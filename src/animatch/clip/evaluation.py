@@ -25,7 +25,7 @@ from animatch.errors import UserError
 from animatch.evaluate import retrieval
 from animatch.evaluate.text import bleu, rouge_l
 from animatch.models.hub import load_clip
-from animatch.runs import markdown_table, write_json, write_run_files
+from animatch.runs import claim_output, markdown_table, write_json, write_run_files
 
 RECALL_KEYS = ("i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10")
 
@@ -138,7 +138,7 @@ def _plot(plots: dict[str, dict], out: Path) -> None:
 
 
 def run_eval(cfg: EvalConfig) -> int:
-    out = Path(cfg.out)
+    out = claim_output(cfg, "eval")
     records = load_split(cfg.split_dir, cfg.split)
     if cfg.max_items:
         records = records[: cfg.max_items]

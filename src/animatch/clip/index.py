@@ -20,7 +20,14 @@ import torch
 
 from animatch.config import IndexConfig, SearchConfig
 from animatch.errors import UserError
-from animatch.runs import atomic_dir, atomic_write_text, markdown_table, write_json, write_run_files
+from animatch.runs import (
+    atomic_dir,
+    atomic_write_text,
+    claim_output,
+    markdown_table,
+    write_json,
+    write_run_files,
+)
 
 RECORD_FIELDS = ("id", "character", "title", "file_name", "appearance")
 HNSW_EF_CONSTRUCTION = 80
@@ -42,7 +49,7 @@ def build_faiss(vectors: torch.Tensor, ids: list[int], *, approximate_above: int
 
 def _load_records(cfg: IndexConfig) -> tuple[list[dict], list[dict]]:
     """(records to index, skipped {"line", "reason"}) from the prepared dir or the raw metadata."""
-    from animatch.data.schema import iter_metadata, load_split, read_jsonl
+    from animatch.data.schema import iter_metadata, load_split, read_jsonl, safe_records
 
     if cfg.split_dir:
         if cfg.split:
@@ -50,7 +57,7 @@ def _load_records(cfg: IndexConfig) -> tuple[list[dict], list[dict]]:
         path = Path(cfg.split_dir) / "optimized_metadata.jsonl"
         if not path.is_file():
             raise UserError(f"--split-dir: {path} not found (run `animatch prepare` first)")
-        return list(read_jsonl(path)), []
+        return safe_records(read_jsonl(path), path), []
     if cfg.split:
         raise UserError("--split needs --split-dir")
     from animatch.data.prepare import record_id
@@ -80,8 +87,10 @@ def run_index(cfg: IndexConfig) -> int:
     from animatch.clip.cache import EmbeddingCache
     from animatch.clip.embed import embed_chunked, embed_images
     from animatch.clip.match import record_chunks
+    from animatch.data.safepath import UnsafePath, path_inside
     from animatch.models.hub import load_clip
 
+    claim_output(cfg, "index")
     records, skipped = _load_records(cfg)
     chunks = [record_chunks(r) for r in records]
     with_text = [n for n, c in enumerate(chunks) if c]
@@ -92,9 +101,15 @@ def run_index(cfg: IndexConfig) -> int:
     model, processor = load_clip(cfg.model, device=cfg.device)
     cache = EmbeddingCache(Path(cfg.cache_dir).expanduser(), model, processor) if cfg.cache else None
     root = Path(cfg.data)
-    paths = [root / r["file_name"] for r in records]
-    image_emb, ok, failures = embed_images(model, processor, paths, batch_size=cfg.batch_size,
-                                           workers=cfg.workers, cache=cache)
+    inside, failures = [], []
+    for n, r in enumerate(records):
+        try:
+            inside.append((n, path_inside(root, str(r["file_name"]))))
+        except UnsafePath as e:  # never opened: outside the data root, or not a regular file
+            failures.append((str(root / str(r["file_name"])), e.reason))
+    image_emb, ok, failed = embed_images(model, processor, [p for _, p in inside], batch_size=cfg.batch_size,
+                                         workers=cfg.workers, cache=cache)
+    ok, failures = [inside[i][0] for i in ok], failures + failed
     text_emb = embed_chunked(model, processor, [chunks[n] for n in with_text], batch_size=cfg.batch_size,
                              cache=cache, progress=True)
     image_index = build_faiss(image_emb, ok, approximate_above=cfg.approximate_above, neighbors=cfg.hnsw_neighbors)

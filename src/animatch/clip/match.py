@@ -22,7 +22,7 @@ import torch
 
 from animatch.config import MatchConfig
 from animatch.errors import UserError
-from animatch.runs import atomic_write_text, markdown_table, write_run_files
+from animatch.runs import atomic_write_text, claim_output, markdown_table, write_run_files
 
 DECIMALS = 6
 
@@ -131,11 +131,18 @@ def run_match(cfg: MatchConfig) -> int:
     from animatch.clip.embed import embed_chunked, embed_texts
     from animatch.clip.heatmap import write_heatmaps
     from animatch.data.images import list_image_files
+    from animatch.data.safepath import UnsafePath, path_inside
 
     if (cfg.metadata is None) == (cfg.texts is None):
         raise UserError("give exactly one of --metadata or --texts")
+    claim_output(cfg, "match")
     folder = Path(cfg.images)
-    paths = list_image_files(folder)
+    paths, unsafe = [], []
+    for path in list_image_files(folder):
+        try:
+            paths.append(path_inside(folder, path.relative_to(folder).as_posix()))
+        except UnsafePath as e:  # never opened: a symlink out of the folder, or a name the OS cannot take
+            unsafe.append((str(path), e.reason))
     if not paths:
         raise UserError(f"no image files under {folder}")
     if cfg.metadata:
@@ -167,9 +174,9 @@ def run_match(cfg: MatchConfig) -> int:
     known, correct = _write_matches(out, names, [paths[i] for i in ok_indices], ranked, candidates, columns)
     heatmaps = write_heatmaps(cosine.numpy(), names, [candidate_label(c) for c in candidates], out,
                               rows_per_page=cfg.heatmap_rows, max_cols=cfg.heatmap_cols) if names else []
-    failed = [{"image": Path(p).relative_to(folder).as_posix(), "reason": r} for p, r in failures]
+    failed = [{"image": Path(p).relative_to(folder).as_posix(), "reason": r} for p, r in unsafe + failures]
     summary = {
-        "images_found": len(paths), "images_matched": len(names), "images_failed": len(failed),
+        "images_found": len(paths) + len(unsafe), "images_matched": len(names), "images_failed": len(failed),
         "failures": failed, "candidates": len(candidates), "candidate_source": "metadata" if cfg.metadata else "texts",
         "records_skipped": skipped, "top_k": cfg.top_k, "logit_scale": round(logit_scale, 4),
         "top1_accuracy": round(correct / known, 4) if known else None, "images_with_known_character": known,

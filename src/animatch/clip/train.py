@@ -33,7 +33,7 @@ from animatch.data.datasets import PairCollator, PairDataset, epoch_batches
 from animatch.data.schema import load_split
 from animatch.errors import UserError
 from animatch.models.hub import load_clip
-from animatch.runs import write_run_files
+from animatch.runs import claim_output, cut_metrics, write_run_files
 from animatch.runtime import fresh_accelerator, honours_deterministic, optimizer_step
 
 MAX_LOGIT_SCALE = math.log(100.0)  # CLIP's clamp: a larger temperature scale destabilises training
@@ -129,7 +129,7 @@ def _loader(dataset, batches, collator, cfg: TrainConfig, acc: Accelerator):
 
 @honours_deterministic
 def run_train(cfg: TrainConfig) -> int:
-    out = Path(cfg.out)
+    out = claim_output(cfg, "train")
     if (out / "last").exists() and not cfg.resume:
         raise UserError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
     if cfg.resume and not has_resume_state(out / "last"):
@@ -170,6 +170,7 @@ def run_train(cfg: TrainConfig) -> int:
                                      scaler=acc.scaler)
     if acc.is_main_process:
         write_run_files(out, cfg)
+        cut_metrics(out / "metrics.jsonl", progress["global_step"] if cfg.resume else None)
     if cfg.report_to != "none":
         acc.init_trackers("animatch-train", config={k: str(v) for k, v in vars(cfg).items()})
 

@@ -8,7 +8,8 @@ Everything random here is derived from (seed, epoch, index), never from a worker
 epoch yields the same pairs whatever the number of workers or processes, and a resumed run sees exactly
 the batches the interrupted one would have. `epoch_batches` shards one global order across processes
 (global batch = processes x batch size, in the same order for any process count). Images that fail to
-load come back as error items; `PairCollator` drops them and reports them, so they are counted, not lost.
+load, or whose file_name leaves the data root (`safepath.path_inside`), come back as error items;
+`PairCollator` drops them and reports them, so they are counted, not lost.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 from PIL import Image
 
 from animatch.data.images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
+from animatch.data.safepath import path_inside
 from animatch.data.text import chunk_windows
 
 TEXT_SAMPLING = ("window", "chunk")
@@ -74,7 +76,7 @@ class PairDataset(torch.utils.data.Dataset):
         record = self.records[i]
         rng = random.Random(f"{self.seed}:{self.epoch}:{i}")
         try:
-            image = load_image(self.root / record["file_name"], max_pixels=self.max_pixels)
+            image = load_image(path_inside(self.root, record["file_name"]), max_pixels=self.max_pixels)
         except ImageLoadError as e:
             return {"error": e.reason, "file_name": record["file_name"]}
         chunks = record.get("appearance_chunks") or [record["appearance"]]

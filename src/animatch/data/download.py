@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from animatch.config import DownloadConfig
 from animatch.errors import UserError
-from animatch.runs import atomic_write_bytes, write_run_files
+from animatch.runs import atomic_write_bytes, claim_output, write_run_files
 
 METADATA_NAME = "metadata.jsonl"
 DOWNLOAD_THREADS = 8
@@ -108,9 +108,6 @@ def _hub_error(e: Exception, cfg: DownloadConfig) -> UserError:
 
 
 def run_download(cfg: DownloadConfig) -> int:
-    out = Path(cfg.out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out exists and is not a directory: {out}")
     api = HfApi()
     try:
         commit = api.repo_info(cfg.repo, repo_type="dataset", revision=cfg.revision).sha
@@ -121,6 +118,7 @@ def run_download(cfg: DownloadConfig) -> int:
         raise
     except Exception as e:
         raise _hub_error(e, cfg) from None
+    out = claim_output(cfg, "download")  # after the Hub answered: an unreachable Hub leaves no --out behind
     lines, names = read_first_records(local_metadata, cfg.limit, posixpath.dirname(metadata_path))
     # the names now carry the metadata's folder, i.e. are relative to the repository root, as OUT's will be
     fetch, missing = plan_download(repo_files, METADATA_NAME, names)

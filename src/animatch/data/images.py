@@ -5,14 +5,17 @@ transparent colour) is composited on white, the EXIF orientation is applied, CMY
 float / grayscale / 1-bit are converted (high bit depths rescaled to 8 bits), and an animation gives its
 first frame. A file that cannot be a usable image raises `ImageLoadError` with a short reason ("missing
 file", "zero-byte file", "not an image", "truncated", "decompression bomb: ...", "corrupt image: ...");
-callers count and skip those. The pixel cap is checked from the header, before any pixel is decoded.
+callers count and skip those. The pixel cap is checked from the header, before any pixel is decoded;
+`load_image_bytes` can also decode large JPEGs downscaled and charge a per-request pixel budget (serve).
 """
 
 from __future__ import annotations
 
 import io
+import math
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -46,6 +49,8 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
         raise ImageLoadError(path, "missing file") from None
     except OSError as e:
         raise ImageLoadError(path, f"unreadable file: {e.strerror or e}") from None
+    except ValueError:  # the OS cannot take the name at all (a NUL byte)
+        raise ImageLoadError(path, "unsafe file_name: holds a control character") from None
     if not path.is_file():
         raise ImageLoadError(path, "not a file")
     if size == 0:
@@ -54,15 +59,35 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
         return _decode(f, path, max_pixels)
 
 
-def load_image_bytes(data: bytes, name: str | os.PathLike = "<bytes>",
-                     max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Like `load_image`, from the file's bytes (e.g. already read to hash them); `name` is for errors."""
+def load_image_bytes(data: bytes, name: str | os.PathLike = "<bytes>", max_pixels: int = DEFAULT_MAX_PIXELS,
+                     *, decode_pixels: int | None = None,
+                     charge: Callable[[int], None] | None = None) -> Image.Image:
+    """Like `load_image`, from the file's bytes (e.g. already read to hash them); `name` is for errors.
+
+    For untrusted uploads: with `decode_pixels`, an image above that many pixels is decoded downscaled
+    where the format allows (JPEG: by 2, 4 or 8 in the decoder itself) and refused ("too many pixels")
+    where it does not; `charge` is called with the pixel count about to be decoded and may raise to
+    refuse it (a per-request budget)."""
     if not data:
         raise ImageLoadError(name, "zero-byte file")
-    return _decode(io.BytesIO(data), name, max_pixels)
+    return _decode(io.BytesIO(data), name, max_pixels, decode_pixels, charge)
 
 
-def _decode(fp: BinaryIO, name: str | os.PathLike, max_pixels: int) -> Image.Image:
+def _shrink_on_decode(im: Image.Image, name: str | os.PathLike, decode_pixels: int) -> None:
+    """Make `im` decode to at most `decode_pixels` pixels (JPEG draft mode), or refuse it."""
+    pixels = im.width * im.height
+    if pixels <= decode_pixels:
+        return
+    if im.format == "JPEG":
+        scale = 2 ** min(3, math.ceil(math.log2(math.sqrt(pixels / decode_pixels))))
+        im.draft(im.mode, (math.ceil(im.width / scale), math.ceil(im.height / scale)))
+    if im.width * im.height > decode_pixels:
+        raise ImageLoadError(name, f"too many pixels: {im.width}x{im.height} > cap {decode_pixels} (only JPEG "
+                                   "is downscaled while decoding)")
+
+
+def _decode(fp: BinaryIO, name: str | os.PathLike, max_pixels: int, decode_pixels: int | None = None,
+            charge: Callable[[int], None] | None = None) -> Image.Image:
     head = fp.read(64)
     fp.seek(0)
     try:
@@ -74,6 +99,10 @@ def _decode(fp: BinaryIO, name: str | os.PathLike, max_pixels: int) -> Image.Ima
                 if pixels > max_pixels:
                     raise ImageLoadError(name, f"decompression bomb: {pixels} pixels > cap {max_pixels}")
                 im.seek(0)
+                if decode_pixels is not None:
+                    _shrink_on_decode(im, name, decode_pixels)
+                if charge is not None:
+                    charge(im.width * im.height)
                 im.load()
                 return _to_rgb(_exif_transposed(im))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:

@@ -2,10 +2,12 @@
 
 Every record passes these checks in order and is dropped, with its line number and reason counted in
 prepare_report.json, at the first it fails: schema (schema.iter_metadata) -> text (appearance too short,
-not an appearance (text.non_appearance_reason), unsafe or duplicate file_name) -> image (read once, hashed
-and fully decoded by images.load_image_bytes, in a process pool) -> placeholder image (the same bytes
-shared by >= placeholder_min_characters records spanning at least two titles: all dropped; a share within
-one title is variants of one character) -> duplicate image (same bytes; first line kept) -> duplicate
+not an appearance (text.non_appearance_reason), unsafe (safepath.name_problem: control characters,
+absolute, `..`) or duplicate file_name) -> image (kept inside the root by safepath.path_inside: no symlink
+out of it, no device, FIFO or socket; read once with a size cap, hashed and fully decoded by
+images.load_image_bytes, in a process pool) -> placeholder image (the same bytes shared by
+>= placeholder_min_characters records spanning at least two titles: all dropped; a share within one title
+is variants of one character) -> duplicate image (same bytes; first line kept) -> duplicate
 appearance (same cleaned text, case-insensitive; first line kept). Splits are drawn per title from a salted
 hash of the normalised title (no title on two sides; a title keeps its split when other titles come or
 go); with >= 3 titles val and test are never left empty. Outputs are sorted and carry no timestamps, so a
@@ -20,12 +22,13 @@ import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from tqdm import tqdm
 
 from animatch.config import PrepareConfig
 from animatch.data.images import ImageLoadError, load_image_bytes
+from animatch.data.safepath import CONTROL_CHARACTERS, UnsafePath, name_problem, path_inside, read_bounded
 from animatch.data.schema import SPLITS, iter_metadata
 from animatch.data.text import (
     appearance_chunks,
@@ -35,7 +38,7 @@ from animatch.data.text import (
     tokenizer_token_counter,
 )
 from animatch.errors import UserError
-from animatch.runs import atomic_write_text, markdown_table, write_run_files
+from animatch.runs import atomic_write_text, claim_output, markdown_table, write_run_files
 
 MAX_EXAMPLES = 20
 OUTPUT_FILES = ("optimized_metadata.jsonl", "train.jsonl", "val.jsonl", "test.jsonl")
@@ -52,7 +55,8 @@ class DropLog:
         category = reason.split(":")[0]
         self.counts[category] += 1
         if len(self.examples[category]) < MAX_EXAMPLES:
-            where = f"line {line_no}" + (f" ({file_name})" if file_name else "")
+            shown = ascii(file_name) if file_name and CONTROL_CHARACTERS.search(file_name) else file_name
+            where = f"line {line_no}" + (f" ({shown})" if file_name else "")
             self.examples[category].append(f"{where}: {reason}")
 
     def as_dict(self) -> dict:
@@ -84,15 +88,16 @@ def assign_splits(title_keys: set[str], val_fraction: float, test_fraction: floa
     return split
 
 
-def _check_image(task: tuple[str, int, bool]) -> tuple[str | None, str | None]:
+def _check_image(task: tuple[str, str, int, bool]) -> tuple[str | None, str | None]:
     """(hash of the file bytes, None) or (None, reason); runs in a worker process."""
-    path, max_pixels, decode = task
+    root, name, max_pixels, decode = task
     try:
-        data = Path(path).read_bytes()
+        path = path_inside(root, name)
+        data = read_bounded(path)
+    except UnsafePath as e:
+        return None, e.reason
     except FileNotFoundError:
         return None, "missing file"
-    except IsADirectoryError:
-        return None, "not a file"
     except OSError as e:
         return None, f"unreadable file: {e.strerror or e}"
     if not data:
@@ -105,7 +110,7 @@ def _check_image(task: tuple[str, int, bool]) -> tuple[str | None, str | None]:
     return hashlib.blake2b(data, digest_size=16).hexdigest(), None
 
 
-def _check_images(tasks: list[tuple[str, int, bool]],
+def _check_images(tasks: list[tuple[str, str, int, bool]],
                   workers: int) -> Iterator[tuple[str | None, str | None]]:
     """Results of `_check_image` in task order, yielded as they come (the caller works meanwhile)."""
     with tqdm(total=len(tasks), desc="checking images", unit="img", dynamic_ncols=True) as bar:
@@ -131,8 +136,7 @@ def _validate_config(cfg: PrepareConfig) -> Path:
     metadata = data / cfg.metadata
     if not metadata.is_file():
         raise UserError(f"no {cfg.metadata} in {data}: not an AniPersonaCaps dataset root")
-    if Path(cfg.out).exists() and not Path(cfg.out).is_dir():
-        raise UserError(f"--out exists and is not a directory: {cfg.out}")
+    claim_output(cfg, "prepare")
     return metadata
 
 
@@ -148,13 +152,12 @@ def _text_stage(metadata: Path, cfg: PrepareConfig, drops: DropLog) -> tuple[int
                "character": " ".join(rec["character"].split()), "url": rec["url"].strip(),
                "appearance": clean_text(rec["appearance"]), "personality": clean_text(rec["personality"])}
         name = rec["file_name"]
-        parts = PurePosixPath(name.replace("\\", "/")).parts
         if len(rec["appearance"]) < max(cfg.min_appearance_chars, 1):
             reason = f"appearance too short: {len(rec['appearance'])} characters after cleaning"
         elif (why := non_appearance_reason(rec["appearance"])) is not None:
             reason = why
-        elif name.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]):
-            reason = "unsafe file_name: absolute or outside the dataset root"
+        elif (why := name_problem(name)) is not None:
+            reason = why
         elif name in seen_files:
             reason = f"duplicate file_name: same image path as line {seen_files[name]}"
         else:
@@ -205,7 +208,7 @@ def run_prepare(cfg: PrepareConfig) -> int:
     read, candidates = _text_stage(metadata, cfg, drops)
     if read == 0:
         raise UserError(f"{metadata} holds no records")
-    tasks = [(str(data / rec["file_name"]), cfg.max_image_pixels, cfg.check_images) for _, rec in candidates]
+    tasks = [(str(data), rec["file_name"], cfg.max_image_pixels, cfg.check_images) for _, rec in candidates]
     with_images = []
     for (line_no, rec), (digest, reason) in zip(candidates, _check_images(tasks, cfg.workers), strict=True):
         if reason is None:  # chunking here overlaps with the workers' decoding

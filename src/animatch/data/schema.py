@@ -6,13 +6,16 @@ while `personality` and `url` may be empty (or null, read as ""), because the re
 (Angewomon has no personality, a hand-filled record has no url). `iter_metadata` never stops on a bad line:
 it yields the line number and a reason of the form "category: detail" (malformed JSON, not a JSON object,
 missing field, empty field, wrong type, not UTF-8) and goes on. Blank lines hold no record and are skipped.
+`load_split` drops (and reports) prepared records whose file_name is unsafe, so no reader of a hand-edited
+split opens a path outside the data root.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from animatch.errors import UserError
@@ -96,7 +99,24 @@ def load_split(split_dir: str | os.PathLike, split: str) -> list[dict]:
     path = Path(split_dir) / f"{split}.jsonl"
     if not path.is_file():
         raise UserError(f"no {split}.jsonl in {split_dir}: is it an `animatch prepare --out` directory?")
-    return list(read_jsonl(path))
+    return safe_records(read_jsonl(path), path)
+
+
+def safe_records(records: Iterable[dict], source: str | os.PathLike) -> list[dict]:
+    """The records whose file_name is safe as written (`safepath.name_problem`); the others (a hand-edited
+    prepared file) are dropped and reported on stderr in one line."""
+    from animatch.data.safepath import name_problem
+
+    kept, dropped = [], []
+    for n, record in enumerate(records, start=1):
+        name = record.get("file_name")  # a record without one (text only) has nothing to open
+        problem = None if name is None else name_problem(name) if isinstance(name, str) \
+            else "unsafe file_name: not a string"
+        (dropped if problem else kept).append((n, problem) if problem else record)
+    if dropped:
+        print(f"warning: {source}: dropped {len(dropped)} records with an unsafe file_name (record "
+              f"{dropped[0][0]}: {dropped[0][1]})", file=sys.stderr)
+    return kept
 
 
 def _json_kind(value: object) -> str:

@@ -34,7 +34,7 @@ from animatch.data.synth_text import (
     query_text,
 )
 from animatch.errors import UserError
-from animatch.runs import atomic_dir, markdown_table, write_run_files
+from animatch.runs import atomic_dir, claim_output, markdown_table, write_run_files
 
 __all__ = ["ATTRIBUTES", "DESCRIBED", "Sentence", "appearance_sentences", "attribute_phrase", "describe",
            "describe_personality", "draw_character", "draw_seed", "plan_records", "query_text", "run_synth"]
@@ -130,9 +130,7 @@ def _draw_chunk(args: tuple) -> int:
 
 def run_synth(cfg: SynthConfig) -> int:
     """Write the dataset root `cfg.out`: metadata.jsonl, images/images_<k>/<uuid>.png and a synth report."""
-    out = Path(cfg.out)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "synth_report.json").exists())):
-        raise UserError(f"--out {out} exists and is not a synth dataset; refusing to overwrite it")
+    out = claim_output(cfg, "synth")
     start = time.perf_counter()
     records = plan_records(cfg.n, cfg.seed, cfg.characters_per_title)
     with atomic_dir(out) as tmp:

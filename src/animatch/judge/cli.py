@@ -22,10 +22,11 @@ from tqdm import tqdm
 
 from animatch.config import JudgeConfig
 from animatch.data.images import ImageLoadError, load_image
+from animatch.data.safepath import CONTROL_CHARACTERS, UnsafePath, path_inside
 from animatch.errors import UserError
 from animatch.judge.judge import Judge, error_result
 from animatch.judge.language import require_english
-from animatch.runs import atomic_write_text, config_dict, markdown_table, write_run_files
+from animatch.runs import atomic_write_text, claim_output, config_dict, markdown_table, write_run_files
 
 DONE_STATUSES = ("ok", "unparsed")
 
@@ -89,6 +90,8 @@ def read_pairs(path: Path, image_root: Path) -> tuple[list[dict], list[dict]]:
                 problem = 'missing "image" (a path)'
             elif problem is None and not isinstance(obj.get("text"), str):
                 problem = 'missing "text"'
+            elif problem is None:
+                problem = _image_problem(obj["image"], image_root)
             if problem is not None:
                 row = {"line": line_no, "key": f"{line_no}:bad-line:{_text_hash(line)}", "image": None,
                        "text": None}
@@ -102,6 +105,19 @@ def read_pairs(path: Path, image_root: Path) -> tuple[list[dict], list[dict]]:
             row["path"] = str(image_root / Path(obj["image"]).expanduser())
             pairs.append(row)
     return pairs, bad
+
+
+def _image_problem(image: str, image_root: Path) -> str | None:
+    """Why a pair's image may not be opened, or None: a relative path must stay inside the image root
+    (`safepath.path_inside`); an absolute one is the user's own choice; no name holds control characters."""
+    if CONTROL_CHARACTERS.search(image):
+        return "unsafe file_name: holds a control character"
+    try:
+        if not Path(image).expanduser().is_absolute():
+            path_inside(image_root, image)
+    except UnsafePath as e:
+        return e.reason
+    return None
 
 
 def _read_done(out: Path) -> dict[str, dict]:
@@ -136,9 +152,7 @@ def judge_batch(judge: Judge, batch: list[dict]) -> list[dict]:
 
 
 def run_batch(cfg: JudgeConfig) -> int:
-    pairs_path, out = Path(cfg.pairs), Path(cfg.out)
-    if out.is_dir():
-        raise UserError(f"--out {out} is a directory; give the results file, e.g. {out / 'results.jsonl'}")
+    pairs_path, out = Path(cfg.pairs), claim_output(cfg, "judge", file=True)
     image_root = Path(cfg.image_root) if cfg.image_root else pairs_path.parent
     pairs, bad = read_pairs(pairs_path, image_root)
     done = _read_done(out)

@@ -36,6 +36,7 @@ from PIL import Image
 
 from animatch.config import JudgeTrainConfig
 from animatch.data.images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
+from animatch.data.safepath import path_inside
 from animatch.data.synth_text import DESCRIBED, describe
 from animatch.errors import UserError
 from animatch.evaluate.text import extract_keywords
@@ -267,7 +268,7 @@ class JudgeExampleDataset(torch.utils.data.Dataset):
             spec = self.plan[j % len(self.plan)]
             file_name = self.records[spec["record"]]["file_name"]
             try:
-                image = load_image(self.root / file_name, max_pixels=self.max_pixels)
+                image = load_image(path_inside(self.root, file_name), max_pixels=self.max_pixels)
             except ImageLoadError as e:
                 skipped.append((file_name, e.reason))
                 continue

@@ -41,7 +41,7 @@ from animatch.evaluate.classification import roc_auc, threshold_accuracy
 from animatch.evaluate.text import bleu, keyword_recall_at_k, rouge_l_scores, semantic_cosine
 from animatch.judge.data import join_within, split_sentences
 from animatch.judge.judge import Judge
-from animatch.runs import atomic_write_text, markdown_table, write_json, write_run_files
+from animatch.runs import atomic_write_text, claim_output, markdown_table, write_json, write_run_files
 
 BLIND_SAMPLE = 50
 
@@ -201,7 +201,7 @@ def report(cfg: JudgeEvalConfig, results: dict, n_characters: int) -> str:
 
 
 def run_judge_eval(cfg: JudgeEvalConfig) -> int:
-    out = Path(cfg.out)
+    out = claim_output(cfg, "judge-eval")
     records = load_split(cfg.split_dir, cfg.split)[:cfg.max_items]
     pairs = build_pairs(records, cfg.groups, cfg.seed)
     blind = blind_guess(records, pairs, cfg.k, cfg.seed)

@@ -3,7 +3,8 @@ generation (left padding, RGB conversion, fp16 on CUDA, fp32 on CPU).
 
 Adapter directory format (written by `animatch judge-train`, read by `animatch judge --adapter DIR`):
   DIR/adapter_config.json + DIR/adapter_model.safetensors   a PEFT LoRA adapter of the language model
-                                                            (`PeftModel.save_pretrained`), required;
+                                                            (`PeftModel.save_pretrained`), required
+                                                            (a pickled adapter_model.bin is refused);
   DIR/mm_projector.safetensors                              optional: the full state dict of the trained
       `multi_modal_projector` (keys relative to it: `linear_1.weight`, `linear_1.bias`, `linear_2.weight`,
       `linear_2.bias`), metadata {"format": "animatch-mm-projector", "version": "1"}; written and read by
@@ -25,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from animatch.errors import UserError
 from animatch.models.hub import load_llava, resolve_device
 
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
 PROJECTOR_FILE = "mm_projector.safetensors"
 PROJECTOR_METADATA = {"format": "animatch-mm-projector", "version": "1"}
 ATTENTION_CHOICES = ("sdpa", "eager", "flash_attention_2")
@@ -78,6 +80,9 @@ def _apply_adapter(model: Any, adapter: str, merge: bool) -> Any:
     path = Path(adapter)
     if not (path / "adapter_config.json").is_file():
         raise UserError(f"--adapter {adapter}: not a LoRA adapter dir (no adapter_config.json)")
+    if not (path / ADAPTER_WEIGHTS).is_file():  # peft would fall back to adapter_model.bin, a pickle
+        raise UserError(f"--adapter {adapter}: no {ADAPTER_WEIGHTS} (pickled weights such as adapter_model.bin "
+                        "are never loaded)")
     try:
         from peft import PeftModel
     except ImportError:
@@ -85,9 +90,12 @@ def _apply_adapter(model: Any, adapter: str, merge: bool) -> Any:
     load_projector(model, path)
     try:
         model = PeftModel.from_pretrained(model, str(path), is_trainable=False)
-    except (ValueError, KeyError, RuntimeError, OSError) as e:
+    except Exception as e:  # an adapter dir is user input: whatever breaks in it is one line
         first = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
-        raise UserError(f"cannot load adapter {adapter}: {first}") from None
+        culprit = path / (ADAPTER_WEIGHTS if isinstance(e, SafetensorError) or "safetensors" in first.lower()
+                          else "adapter_config.json" if isinstance(e, TypeError) or "config" in first.lower()
+                          else "")
+        raise UserError(f"cannot load adapter {culprit}: {first[:300]}") from None
     return model.merge_and_unload() if merge else model
 
 

@@ -36,7 +36,7 @@ from animatch.judge import prompts
 from animatch.judge.data import ExampleCollator, JudgeExampleDataset
 from animatch.judge.loading import load_judge_model
 from animatch.judge.trainable import TrainedWeights, answer_loss, load_trainable, param_groups
-from animatch.runs import atomic_dir, write_run_files
+from animatch.runs import atomic_dir, claim_output, cut_metrics, write_run_files
 from animatch.runtime import fresh_accelerator, honours_deterministic, optimizer_step
 
 SHARDED = (DistributedType.DEEPSPEED, DistributedType.FSDP)
@@ -157,7 +157,7 @@ def _pad_id(processor) -> int:
 @honours_deterministic
 def run_judge_train(cfg: JudgeTrainConfig) -> int:
     _check(cfg)
-    out = Path(cfg.out)
+    out = claim_output(cfg, "judge-train")
     mixed = resolve_mixed_precision(cfg.mixed_precision)
     acc = fresh_accelerator(mixed_precision=mixed, gradient_accumulation_steps=cfg.accum_steps,
                             project_dir=str(out), log_with=None if cfg.report_to == "none" else cfg.report_to)
@@ -180,6 +180,7 @@ def run_judge_train(cfg: JudgeTrainConfig) -> int:
         run.resume()
     if acc.is_main_process:
         write_run_files(out, cfg)
+        cut_metrics(out / "metrics.jsonl", run.progress["global_step"] if cfg.resume else None)
     if cfg.report_to != "none":
         acc.init_trackers("animatch-judge-train", config={k: str(v) for k, v in vars(cfg).items()})
     val_batches = _val_batches(cfg, processor, load_split(cfg.split_dir, "val"))

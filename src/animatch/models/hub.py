@@ -3,8 +3,8 @@
 Each loader takes a Hub id (used from the local Hugging Face cache when offline) or a checkpoint directory
 in the Hub layout (such as `animatch init-model` writes) and returns `(model, processor)` in eval mode on
 the requested device. Every way this can fail for a user (no such dir, a dir that is not a checkpoint of
-the right kind, a Hub id that is neither cached nor reachable, 4-bit without CUDA) becomes a one-line
-`UserError` instead of a stack of HTTP errors.
+the right kind, a Hub id that is neither cached nor reachable, 4-bit without CUDA, garbage weights, a bad
+config field) becomes a one-line `UserError`, naming the file at fault, instead of a traceback.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from huggingface_hub.errors import StrictDataclassError
+from safetensors import SafetensorError
 
 from animatch.errors import UserError
 
@@ -68,18 +70,33 @@ def _check_source(model: str, kinds: tuple[str, ...], what: str) -> str:
     return str(path)
 
 
+def _culprit(source: str, error: Exception) -> str:
+    """The file of a checkpoint dir that `error` most likely comes from (the dir itself when unclear)."""
+    path = Path(source)
+    if not path.is_dir():
+        return repr(source)
+    if isinstance(error, SafetensorError) or "safetensors" in str(error).lower():
+        weights = sorted(path.glob("*.safetensors"))
+        return str(weights[0]) if len(weights) == 1 else f"the weights in {path}"
+    if isinstance(error, (TypeError, StrictDataclassError)) or "config" in str(error).lower():
+        return str(path / "config.json")
+    return str(path)
+
+
 def _load(what: str, model: str, fn, *args, **kwargs) -> Any:
-    """Call a from_pretrained; turn its loading errors into one line."""
+    """Call a from_pretrained; turn any loading error into one line naming the file at fault."""
     try:
         return fn(model, *args, **kwargs)
-    except (OSError, ValueError, KeyError) as e:
+    except Exception as e:  # a checkpoint is user input: whatever breaks in it is one line, not a traceback
+        if isinstance(e, UserError):
+            raise
         text = str(e)
         if "couldn't connect" in text or "offline" in text.lower() or "cached files" in text:
             raise UserError(f"cannot load {what} {model!r}: not a local dir and not in the Hugging Face cache, "
                             "and the Hub is unreachable (offline); pass a local checkpoint dir, e.g. from "
                             "`animatch init-model`") from None
-        first = next((line.strip() for line in text.splitlines() if line.strip()), type(e).__name__)
-        raise UserError(f"cannot load {what} {model!r}: {first}") from None
+        lines = [line.strip() for line in text.splitlines() if line.strip()][:2] or [type(e).__name__]
+        raise UserError(f"cannot load {what} from {_culprit(model, e)}: {' '.join(lines)[:300]}") from None
 
 
 def load_clip_processor(model: str):

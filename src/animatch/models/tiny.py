@@ -18,7 +18,7 @@ import torch
 
 from animatch.config import InitModelConfig
 from animatch.errors import UserError
-from animatch.runs import atomic_dir, markdown_table, write_run_files
+from animatch.runs import atomic_dir, claim_output, markdown_table, write_run_files
 
 CLIP_VOCAB = 8192
 LLAMA_VOCAB = 4096
@@ -129,8 +129,6 @@ def build_tiny(preset: str, out, vision_tower: str | None = None, seed: int = 0)
     if vision_tower is not None and p["kind"] != "llava":
         raise UserError("--vision-tower applies to llava presets only")
     out = Path(out)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "init_model.json").exists())):
-        raise UserError(f"--out {out} exists and is not a tiny checkpoint; refusing to overwrite it")
     torch.manual_seed(seed)
     with atomic_dir(out) as tmp:
         params = _build_clip(p, tmp) if p["kind"] == "clip" else _build_llava(p, tmp, vision_tower)
@@ -144,6 +142,7 @@ def build_tiny(preset: str, out, vision_tower: str | None = None, seed: int = 0)
 
 def run_init_model(cfg: InitModelConfig) -> int:
     """CLI entry: build the checkpoint and print where it is and how big."""
+    claim_output(cfg, "init-model")
     out = build_tiny(cfg.preset, cfg.out, cfg.vision_tower, cfg.seed)
     params = json.loads((out / "init_model.json").read_text())["parameters"]
     print(f"init-model: {cfg.preset} ({params / 1e6:.2f}M parameters) -> {out}")

@@ -15,6 +15,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated
 
+from PIL import Image
+
 from animatch import __version__
 from animatch.config import ServeConfig
 from animatch.errors import UserError
@@ -33,7 +35,7 @@ except ImportError as e:  # the web app is an optional extra
 
 from animatch.serve.jobs import QueueFull
 from animatch.serve.services import Services
-from animatch.serve.uploads import MIB, BodySizeLimit, decode_upload
+from animatch.serve.uploads import MIB, BodySizeLimit, PixelBudget, decode_upload
 
 STATIC = Path(__file__).with_name("static")
 PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; "
@@ -63,6 +65,9 @@ def create_app(services: Services) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=int(cfg.max_upload_mb * MIB))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
+    def decode(upload: UploadFile, budget: PixelBudget) -> Image.Image:
+        return decode_upload(upload, cfg.max_image_pixels, cfg.max_decode_pixels, budget)
+
     @app.exception_handler(RequestValidationError)
     async def one_line_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0]
@@ -87,7 +92,7 @@ def create_app(services: Services) -> FastAPI:
     @app.post("/api/search/image", summary="Character descriptions that best match an uploaded image")
     def search_image(image: Annotated[UploadFile, File()], k: Annotated[int, Form()] = 10) -> dict:
         _check_k(k, cfg.max_k)
-        return {"results": services.search_image(decode_upload(image, cfg.max_image_pixels), k)}
+        return {"results": services.search_image(decode(image, PixelBudget(cfg.max_request_pixels)), k)}
 
     @app.get("/api/characters", summary="Characters of the index whose name or title contains `q`")
     def characters(q: str = "", limit: int = 50) -> dict:
@@ -127,7 +132,8 @@ def create_app(services: Services) -> FastAPI:
             raise HTTPException(400, detail=f"give 1 to {cfg.max_candidates} candidates (texts, one per line, "
                                             f"and/or characters of the index)")
         _check_k(top_k, cfg.max_candidates, "top_k")
-        decoded = [(im.filename or f"image {n}", decode_upload(im, cfg.max_image_pixels))
+        budget = PixelBudget(cfg.max_request_pixels)
+        decoded = [(im.filename or f"image {n}", decode(im, budget))
                    for n, im in enumerate(images, 1)]
         return services.match(decoded, candidates, top_k)
 
@@ -146,10 +152,13 @@ def create_app(services: Services) -> FastAPI:
     @app.post("/api/judge", status_code=202, summary="Queue a judge job: describe the image, score an English text")
     def judge(image: Annotated[UploadFile, File()], text: Annotated[str, Form()]) -> JSONResponse:
         _judge_available()
+        if len(text) > cfg.max_judge_text_chars:
+            raise HTTPException(400, detail=f"the text has {len(text)} characters; the limit is "
+                                            f"{cfg.max_judge_text_chars} (server option --max-judge-text-chars)")
         problem = english_problem(text)
         if problem is not None:
             raise HTTPException(400, detail=problem)
-        decoded = decode_upload(image, cfg.max_image_pixels)
+        decoded = decode(image, PixelBudget(cfg.max_request_pixels))
         return _queued(lambda: (services.submit_judge(decoded, text), {}))
 
     @app.post("/api/judge/cascade", status_code=202,
@@ -157,7 +166,7 @@ def create_app(services: Services) -> FastAPI:
     def cascade(image: Annotated[UploadFile, File()], k: Annotated[int, Form()] = cfg.cascade_k) -> JSONResponse:
         _judge_available()
         _check_k(k, cfg.cascade_k)
-        decoded = decode_upload(image, cfg.max_image_pixels)
+        decoded = decode(image, PixelBudget(cfg.max_request_pixels))
 
         def submit():
             job, candidates = services.submit_cascade(decoded, k)

@@ -21,6 +21,7 @@ from PIL import Image
 
 from animatch.config import ServeConfig
 from animatch.data.images import IMAGE_EXTENSIONS
+from animatch.data.safepath import UnsafePath, path_inside
 from animatch.serve.jobs import Job, JudgeQueue
 
 
@@ -66,7 +67,9 @@ class Services:
                           "threshold": cfg.judge_threshold, "queue": self.queue.load()},
                 "limits": {"max_upload_bytes": int(cfg.max_upload_mb * 1024 * 1024), "max_k": cfg.max_k,
                            "max_match_images": cfg.max_match_images, "max_candidates": cfg.max_candidates,
-                           "max_image_pixels": cfg.max_image_pixels, "cascade_k": cfg.cascade_k}}
+                           "max_image_pixels": cfg.max_image_pixels, "max_decode_pixels": cfg.max_decode_pixels,
+                           "max_request_pixels": cfg.max_request_pixels,
+                           "max_judge_text_chars": cfg.max_judge_text_chars, "cascade_k": cfg.cascade_k}}
 
     # ------------------------------------------------------------------------------------- index lookups
     def character(self, record_id: str) -> dict | None:
@@ -95,10 +98,11 @@ class Services:
         record = self.records.get(record_id)
         if record is None or not record.get("file_name"):
             return None
-        path = (self.data_root / str(record["file_name"])).resolve()
-        # A dataset's file_name could itself climb out of the root; serve only files inside it.
-        if not path.is_relative_to(self.data_root) or path.suffix.lower() not in IMAGE_EXTENSIONS \
-                or not path.is_file():
+        try:  # a dataset's file_name could climb out of the root, or name a FIFO: serve only files inside it
+            path = path_inside(self.data_root, str(record["file_name"]))
+        except UnsafePath:
+            return None
+        if path.suffix.lower() not in IMAGE_EXTENSIONS or not path.is_file():
             return None
         return path, mimetypes.guess_type(path.name)[0] or "application/octet-stream"
 

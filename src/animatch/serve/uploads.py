@@ -5,6 +5,9 @@ before a byte of its body is read; one without a length (chunked) is counted as 
 as soon as it passes the cap, so a large upload never reaches the multipart parser's temp files.
 `decode_upload` goes through `animatch.data.images.load_image_bytes`, so a decompression bomb is refused
 from its header (HTTP 400) and a file that is not an image gets HTTP 415, each with a one-line message.
+Decoded pixels are bounded twice before decoding: per image (`--max-decode-pixels`: a larger JPEG is
+decoded downscaled, another format refused) and per request (`PixelBudget`, `--max-request-pixels`), so
+a few small files of huge dimensions cannot take gigabytes.
 """
 
 from __future__ import annotations
@@ -85,12 +88,27 @@ async def _drain(receive, received: int = 0) -> None:
         received += len(message.get("body", b""))
 
 
-def decode_upload(upload: UploadFile, max_pixels: int) -> Image.Image:
-    """The uploaded image as RGB; HTTPException 415 (not an image) or 400 (empty, bomb, broken) otherwise."""
+class PixelBudget:
+    """The decoded pixels the images of one request may still take."""
+
+    def __init__(self, total: int):
+        self.total, self.left = total, total
+
+    def charge(self, name: str, pixels: int) -> None:
+        if pixels > self.left:
+            raise HTTPException(400, detail=f"{name}: the images of this request decode to more than "
+                                            f"{self.total} pixels (server option --max-request-pixels)")
+        self.left -= pixels
+
+
+def decode_upload(upload: UploadFile, max_pixels: int, decode_pixels: int, budget: PixelBudget) -> Image.Image:
+    """The uploaded image as RGB, within the pixel caps; HTTPException 415 (not an image) or 400 (empty, bomb,
+    too many pixels, over the request's budget, broken) otherwise."""
     name = upload.filename or "upload"
     data = upload.file.read()
     try:
-        return load_image_bytes(data, name, max_pixels=max_pixels)
+        return load_image_bytes(data, name, max_pixels=max_pixels, decode_pixels=decode_pixels,
+                                charge=lambda pixels: budget.charge(name, pixels))
     except ImageLoadError as e:
         status = 415 if e.reason.startswith("not an image") else 400
         raise HTTPException(status, detail=f"{name}: {e.reason}") from None
