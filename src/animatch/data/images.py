@@ -37,8 +37,10 @@ class ImageLoadError(Exception):
         self.reason = reason
 
 
-def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """The image at `path` as RGB (see the module doc); ImageLoadError when it is unusable."""
+def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS,
+               draft_size: tuple[int, int] | None = None) -> Image.Image:
+    """The image at `path` as RGB (see the module doc); ImageLoadError when it is unusable. With `draft_size`
+    (width, height), a JPEG is decoded at the smallest 1/2, 1/4 or 1/8 scale that still covers it."""
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -51,7 +53,7 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
     if size == 0:
         raise ImageLoadError(path, "zero-byte file")
     with open(path, "rb") as f:
-        return _decode(f, path, max_pixels)
+        return _decode(f, path, max_pixels, draft_size)
 
 
 def load_image_bytes(data: bytes, name: str | os.PathLike = "<bytes>",
@@ -62,7 +64,8 @@ def load_image_bytes(data: bytes, name: str | os.PathLike = "<bytes>",
     return _decode(io.BytesIO(data), name, max_pixels)
 
 
-def _decode(fp: BinaryIO, name: str | os.PathLike, max_pixels: int) -> Image.Image:
+def _decode(fp: BinaryIO, name: str | os.PathLike, max_pixels: int,
+            draft_size: tuple[int, int] | None = None) -> Image.Image:
     head = fp.read(64)
     fp.seek(0)
     try:
@@ -74,6 +77,8 @@ def _decode(fp: BinaryIO, name: str | os.PathLike, max_pixels: int) -> Image.Ima
                 if pixels > max_pixels:
                     raise ImageLoadError(name, f"decompression bomb: {pixels} pixels > cap {max_pixels}")
                 im.seek(0)
+                if draft_size and im.format == "JPEG":
+                    im.draft(im.mode, draft_size)
                 im.load()
                 return _to_rgb(_exif_transposed(im))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
