@@ -7,7 +7,8 @@ with "chunk" it is that chunk alone.
 Everything random here is derived from (seed, epoch, index), never from a worker's global RNG, so an
 epoch yields the same pairs whatever the number of workers or processes, and a resumed run sees exactly
 the batches the interrupted one would have. `epoch_batches` shards one global order across processes
-(global batch = processes x batch size, in the same order for any process count). Images that fail to
+(global batch = processes x batch size, in the same order for any process count); `RunBatches` chains the
+epochs of a run for one DataLoader. Images that fail to
 load come back as error items; `PairCollator` drops them and reports them, so they are counted, not lost.
 """
 
@@ -66,17 +67,15 @@ class PairDataset(torch.utils.data.Dataset):
         self.hflip = hflip
         self.text_sampling = text_sampling
         self.max_pixels = max_pixels
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, i: int) -> dict:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        """`dataset[i]`: record i as in epoch 0; `dataset[epoch, i]`: with that epoch's augmentation and text."""
+        epoch, i = key if isinstance(key, tuple) else (0, key)
         record = self.records[i]
-        rng = random.Random(f"{self.seed}:{self.epoch}:{i}")
+        rng = random.Random(f"{self.seed}:{epoch}:{i}")
         try:
             image = load_image(self.root / record["file_name"], max_pixels=self.max_pixels,
                                draft_size=self.pixels.draft_size)
@@ -126,3 +125,27 @@ def epoch_batches(n: int, batch_size: int, *, world: int, rank: int, seed: int, 
     global_batch = world * batch_size
     return [order[start + rank * batch_size: start + (rank + 1) * batch_size]
             for start in range(0, n - global_batch + 1, global_batch)]
+
+
+class RunBatches:
+    """The batch sampler of a whole run: `epoch_batches` of epoch after epoch, from batch `start` of `epoch`
+    through `last_epoch`, each batch a list of (epoch, index) keys. One DataLoader then serves every epoch: its
+    workers live across epochs and prefetch over the boundaries, and each item carries its epoch to them."""
+
+    def __init__(self, n: int, batch_size: int, *, world: int, rank: int, seed: int, epoch: int, start: int,
+                 last_epoch: int):
+        self.n, self.batch_size, self.world, self.rank, self.seed = n, batch_size, world, rank, seed
+        self.epoch, self.start, self.last_epoch = epoch, start, last_epoch
+
+    @property
+    def per_epoch(self) -> int:
+        """Batches of one whole epoch (for this process)."""
+        return self.n // (self.world * self.batch_size)
+
+    def __iter__(self):
+        start = self.start
+        for epoch in range(self.epoch, self.last_epoch + 1):
+            for batch in epoch_batches(self.n, self.batch_size, world=self.world, rank=self.rank, seed=self.seed,
+                                       epoch=epoch)[start:]:
+                yield [(epoch, i) for i in batch]
+            start = 0
