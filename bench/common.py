@@ -56,3 +56,16 @@ def fresh_run(args: argparse.Namespace) -> Path:
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
     return out
+
+
+def vit_b32_shaped(out: Path) -> Path:
+    """A randomly initialised CLIP with ViT-B/32's vision tower (width 768, 12 layers, 12 heads, 32 px patches, 224
+    px: the shape of the issue #19 figures) and a text tower of the same width, the offline tokenizer, and the
+    ViT-B/32 preprocessing; built once into `out`."""
+    from animatch.models.tiny import _build_clip, _clip_preset
+
+    if not (out / "config.json").is_file():
+        out.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(0)
+        _build_clip(_clip_preset(768, 12, 12, 224, 32), out)
+    return out

@@ -12,6 +12,7 @@ step, less one median step. Run it on an idle machine, or compare figures of one
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import time
@@ -34,6 +35,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("extra", nargs="*", help="more `animatch train` options (after --)")
     args = parser.parse_args()
+    os.environ.setdefault("TQDM_DISABLE", "1")  # progress bars would bury the figures
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     root, prepared, model = out / "data", out / "prepared", out / "clip-tiny"

@@ -53,8 +53,12 @@ class _ImageFiles(Dataset):
         return i, pixels, None
 
 
-def _collate(items: list) -> list:
-    return items
+def _collate(items: list) -> tuple[list[int], torch.Tensor | None, list[tuple[int, str]]]:
+    """In the worker: (item numbers that loaded, their uint8 pixels stacked [N, 3, H, W] (one tensor to pin and
+    copy), (item number, reason) of the rest)."""
+    ok = [(i, px) for i, px, _ in items if px is not None]
+    return [i for i, _ in ok], torch.stack([px for _, px in ok]) if ok else None, \
+        [(i, reason) for i, px, reason in items if px is None]
 
 
 def _model_device(model: torch.nn.Module, device: str | torch.device | None) -> torch.device:
@@ -118,14 +122,14 @@ def embed_images(model: Any, processor: Any, paths: Sequence[str | Path], *, bat
         model.eval()
         with tqdm(total=len(todo), unit="img", desc="embedding images", disable=not progress) as bar, \
                 torch.inference_mode():
-            for batch in loader:
-                ok = [(todo[j], px) for j, px, _ in batch if px is not None]
-                failures.update((todo[j], reason) for j, px, reason in batch if px is None)
+            for loaded, stacked, failed in loader:
+                ok = [todo[j] for j in loaded]
+                failures.update((todo[j], reason) for j, reason in failed)
                 if ok:
-                    pixels = normalise(torch.stack([px for _, px in ok]).to(device, non_blocking=True), dtype)
+                    pixels = normalise(stacked.to(device, non_blocking=True), dtype)
                     with _autocast(device):
                         emb = _normalised(_features(model.get_image_features(pixel_values=pixels)))
-                    for (i, _), e in zip(ok, emb):
+                    for i, e in zip(ok, emb):
                         rows[i] = e
                         if cache is not None and keys[i] is not None:
                             pending_keys.append(keys[i])
@@ -133,7 +137,7 @@ def embed_images(model: Any, processor: Any, paths: Sequence[str | Path], *, bat
                 if cache is not None and len(pending) >= CACHE_FLUSH_EVERY:
                     cache.put("image", pending_keys, torch.stack(pending))
                     pending_keys, pending = [], []
-                bar.update(len(batch))
+                bar.update(len(loaded) + len(failed))
         if cache is not None and pending:
             cache.put("image", pending_keys, torch.stack(pending))
     ok_indices = sorted(rows)
