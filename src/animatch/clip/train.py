@@ -247,7 +247,9 @@ def run_train(cfg: TrainConfig) -> int:
         for batch in itertools.islice(stream, batches.per_epoch - start):
             for _file_name, reason in batch["skipped"]:
                 progress["skipped"][reason] = progress["skipped"].get(reason, 0) + 1
-            micro.append({k: v.to(acc.device) if torch.is_tensor(v) else v for k, v in batch.items()})
+            # from pinned memory, the copy overlaps the step before it on a GPU
+            micro.append({k: v.to(acc.device, non_blocking=True) if torch.is_tensor(v) else v
+                          for k, v in batch.items()})
             if len(micro) < cfg.accum_steps:
                 continue
             sizes = acc.gather(torch.tensor([min(mb["size"] for mb in micro)], device=acc.device))
