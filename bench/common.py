@@ -56,3 +56,27 @@ def fresh_run(args: argparse.Namespace) -> Path:
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
     return out
+
+
+def vit_b32_shaped(out: Path) -> Path:
+    """A random-weight CLIP of openai/clip-vit-base-patch32's shape (151M parameters: text 512 wide, vision 768 wide,
+    12 layers each, 32 px patches at 224 px) with the offline tokenizer and the ViT-B/32 preprocessing; built
+    once into `out`."""
+    from transformers import CLIPConfig, CLIPModel, CLIPProcessor
+
+    from animatch.models.tiny import _image_processor
+    from animatch.models.tokenizers import build_clip_tokenizer
+
+    if (out / "config.json").is_file():
+        return out
+    tokenizer = build_clip_tokenizer()
+    text = {"vocab_size": 49408, "hidden_size": 512, "intermediate_size": 2048, "num_hidden_layers": 12,
+            "num_attention_heads": 8, "max_position_embeddings": 77, "projection_dim": 512,
+            "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id}
+    vision = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
+              "image_size": 224, "patch_size": 32, "projection_dim": 512}
+    torch.manual_seed(0)
+    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=512)).save_pretrained(out)
+    CLIPProcessor(image_processor=_image_processor(224), tokenizer=tokenizer).save_pretrained(out)
+    return out

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 # bench/common.py and bench/judge.py (scripts run as bench/NAME.py)
-from common import run
+from common import run, vit_b32_shaped
 from judge import TEXTS, real_shape_model
 from judge import run as judge_pairs_per_s
 
@@ -50,26 +50,6 @@ FULL = {"characters": 6000, "image_size": 128, "val_fraction": 0.02, "batch": 25
 DRY = {"characters": 24, "image_size": 64, "val_fraction": 0.25, "batch": 4, "workers": 0, "epochs": 2,
        "extra_steps": 1, "compute_steps": 2, "judge_batches": (1, 2), "judge_pairs": 2,
        "description_tokens": 3, "analysis_tokens": 3, "judge_train_steps": 3}
-
-
-def vit_b32(out: Path) -> Path:
-    """A random-weight CLIP of openai/clip-vit-base-patch32's shape (151M parameters), with the tiny tokenizer."""
-    from transformers import CLIPConfig, CLIPModel, CLIPProcessor
-
-    from animatch.models.tiny import _image_processor
-    from animatch.models.tokenizers import build_clip_tokenizer
-
-    tokenizer = build_clip_tokenizer()
-    text = {"vocab_size": 49408, "hidden_size": 512, "intermediate_size": 2048, "num_hidden_layers": 12,
-            "num_attention_heads": 8, "max_position_embeddings": 77, "projection_dim": 512,
-            "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
-            "pad_token_id": tokenizer.pad_token_id}
-    vision = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
-              "image_size": 224, "patch_size": 32, "projection_dim": 512}
-    torch.manual_seed(0)
-    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=512)).save_pretrained(out)
-    CLIPProcessor(image_processor=_image_processor(224), tokenizer=tokenizer).save_pretrained(out)
-    return out
 
 
 class StepClock:
@@ -142,7 +122,7 @@ def clip_rows(s: dict, out: Path, dry: bool) -> list[dict]:
     run("synth", "--out", data, "--n", s["characters"], "--image-size", s["image_size"], "--characters-per-title", 3)
     run("prepare", "--data", data, "--out", prepared, "--no-check-images", "--val-fraction", s["val_fraction"],
         "--test-fraction", s["val_fraction"])
-    model_dir = build_tiny("clip-tiny", out / "clip") if dry else vit_b32(out / "clip")
+    model_dir = build_tiny("clip-tiny", out / "clip") if dry else vit_b32_shaped(out / "clip")
     precisions = ["no"] if dry else ["bf16", "fp16"]
     rows = [train_row(s, data, prepared, model_dir, out / f"train_{p}", p) for p in precisions]
     p = precisions[0]

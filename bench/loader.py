@@ -1,9 +1,17 @@
-"""Data-loader overhead of `animatch train`: step time with the real loader vs with pre-made tensors.
+"""The training loader: its throughput per worker, and its overhead on a training step.
 
-Usage: .venv/bin/python bench/loader.py --data ROOT --split-dir DIR --model MODEL [--steps 40] [--workers 2]
-Runs the same optimizer steps twice: batches decoded, augmented and tokenised by the training DataLoader
-(worker processes), then the same batches already in memory. Overhead = loader / in-memory - 1 (goal
-<= 10%: the workers must keep up with the model).
+Usage: .venv/bin/python bench/loader.py --data ROOT --split-dir DIR --model MODEL --image-size 224 [--samples 1536]
+       .venv/bin/python bench/loader.py --data ROOT --split-dir DIR --model MODEL [--steps 40] [--workers 2]
+
+With --image-size: what one loader worker does (decode, random resized crop and flip, resize and crop, tokenise,
+collate) for the training split, in this process, with the ViT-B/32 preprocessing at that size (shortest edge,
+centre crop) and MODEL's tokenizer; first the processor's float32 pixels (the path before uint8 pixels), then
+the uint8 pixels training uses. Each prints samples per wall second and per CPU second of this process
+(`time.process_time`): on a loaded machine the CPU figure is what a worker with a core of its own delivers. The
+last line is the uint8 path's CPU figure.
+
+Without it: the same optimizer steps twice, batches from the training DataLoader (worker processes), then the
+same batches already in memory. Overhead = loader / in-memory - 1 (goal <= 10%: the workers keep up).
 """
 
 from __future__ import annotations
@@ -13,23 +21,56 @@ import time
 
 import torch
 from accelerate import Accelerator
+from transformers import CLIPImageProcessorPil
 
 from animatch.clip.train import Trainer
 from animatch.config import TrainConfig
 from animatch.data.datasets import PairCollator, PairDataset, epoch_batches
 from animatch.data.schema import load_split
-from animatch.models.hub import load_clip
+from animatch.models.hub import load_clip, load_clip_processor
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--split-dir", required=True)
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=2)
-    args = parser.parse_args()
+class ProcessorPixels:
+    """The pixel stage before uint8 pixels: the image processor's float32 output, from a fully decoded file."""
+    draft_size = None
+
+    def __init__(self, image_processor):
+        self.image_processor = image_processor
+
+    def __call__(self, image):
+        return self.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
+
+
+def per_worker(dataset: PairDataset, collator: PairCollator, batches: list[list[int]]) -> tuple[float, float]:
+    """(samples per wall second, samples per CPU second) of loading `batches` in this process."""
+    collator([dataset[i] for i in batches[0]])  # warm-up: first calls pay for lazy imports and allocations
+    wall, cpu = time.perf_counter(), time.process_time()
+    samples = sum(collator([dataset[i] for i in batch])["size"] for batch in batches[1:])
+    return samples / (time.perf_counter() - wall), samples / (time.process_time() - cpu)
+
+
+def throughput(args: argparse.Namespace) -> None:
+    records = load_split(args.split_dir, "train")
+    tokenizer = load_clip_processor(args.model).tokenizer
+    image_processor = CLIPImageProcessorPil(size={"shortest_edge": args.image_size},
+                                            crop_size={"height": args.image_size, "width": args.image_size})
+    dataset = PairDataset(records, args.data, image_processor, train=True, seed=0)
+    collator = PairCollator(tokenizer)
+    batches = epoch_batches(len(records), args.batch_size, world=1, rank=0, seed=0, epoch=0)
+    batches = (batches * (args.samples // len(records) + 1))[: args.samples // args.batch_size + 1]
+    uint8_stage = dataset.pixels
+    print(f"{len(batches) - 1} batches of {args.batch_size} from {len(records)} training characters, "
+          f"{args.image_size} px, one process")
+    results = {}
+    for name, stage in (("processor float32 (before)", ProcessorPixels(image_processor)), ("uint8", uint8_stage)):
+        dataset.pixels = stage
+        results[name] = per_worker(dataset, collator, batches)
+        print(f"{name}: {results[name][0]:.0f} samples/s wall, {results[name][1]:.0f} samples/s per CPU second")
+    print("the figure below is samples per CPU second of the uint8 path (one worker with a core to itself)")
+    print(f"loader: {results['uint8'][1]:.0f} samples/s per worker at {args.image_size} px")
+
+
+def overhead(args: argparse.Namespace) -> None:
     cfg = TrainConfig(data=args.data, split_dir=args.split_dir, out="unused", batch_size=args.batch_size,
                       lr=1e-4, workers=args.workers)
     records = load_split(args.split_dir, "train")
@@ -54,6 +95,20 @@ def main() -> None:
     print(f"batch {args.batch_size}, {args.workers} workers, {args.steps} steps")
     print(f"step time with the DataLoader: {times[0] * 1000:.1f} ms; with pre-made tensors: {times[1] * 1000:.1f} ms")
     print(f"loader overhead: {100 * (times[0] / times[1] - 1):+.1f}%")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--split-dir", required=True)
+    parser.add_argument("--model", required=True, help="CLIP checkpoint (with --image-size: only its tokenizer)")
+    parser.add_argument("--image-size", type=int, help="measure loader throughput per worker at this size")
+    parser.add_argument("--samples", type=int, default=1536, help="--image-size: samples loaded per path")
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    throughput(args) if args.image_size else overhead(args)
 
 
 if __name__ == "__main__":

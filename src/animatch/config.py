@@ -429,6 +429,10 @@ class TrainConfig(TrainingLoopOptions, OutputOptions):
     eval_batch_size: int = opt(128, "batch size when embedding the validation split", bounds=AT_LEAST_1)
     max_eval_items: Optional[int] = opt(None, "validate on at most this many characters (unset: all)",
                                         bounds=AT_LEAST_1)
+    prefetch_batches: int = opt(4, "batches each loader worker keeps ready; the workers live across epochs and fill "
+                                   "this while validation and checkpoints run", bounds=AT_LEAST_1)
+    compile: bool = opt(False, "torch.compile the training forward (both towers): faster steps after a "
+                               "compilation of tens of seconds at the start")
 
     def check(self) -> None:
         super().check()

@@ -6,12 +6,21 @@ and hyper-parameters (`optimizer.json`), scheduler and GradScaler state, the RNG
 and, when CUDA is in use, each GPU's) and the data position (epoch, step in epoch, global step, best
 metric). Dirs are written through `animatch.runs.atomic_dir`, so a kill during a save leaves the previous
 checkpoint intact.
+
+A save has two halves so that training need not wait for the disk: `take_snapshot` copies everything a
+checkpoint holds off the device and out of the live objects (weights, optimizer tensors, schedule, RNG,
+progress) at the moment it is called, and `write_snapshot` writes such a copy, e.g. on a `BackgroundWriter`
+thread while the next steps run.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import random
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +38,7 @@ def _optimizer_to_files(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
         meta["state"][str(pid)] = {}
         for name, value in slots.items():
             if torch.is_tensor(value):
-                tensors[f"{pid}.{name}"] = value.detach().cpu().contiguous()
+                tensors[f"{pid}.{name}"] = value.detach().to("cpu", copy=True).contiguous()
                 meta["state"][str(pid)][name] = {"tensor": f"{pid}.{name}"}
             else:
                 meta["state"][str(pid)][name] = {"value": value}
@@ -43,30 +52,92 @@ def _optimizer_from_files(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     return {"state": state, "param_groups": groups}
 
 
-def save_checkpoint(path: str | Path, model: Any, processor: Any, *, optimizer: Any = None, scheduler: Any = None,
-                    scaler: Any = None, progress: dict | None = None, extra_json: dict | None = None) -> None:
-    """Write `path` atomically; with `optimizer` also the resume state."""
+@dataclass
+class Snapshot:
+    """A checkpoint's contents, copied to the CPU: safe to write while training goes on."""
+    weights: dict[str, torch.Tensor] | None  # None: the model's own, read when written
+    resume: dict | None  # None: weights only; else optimizer tensors and meta, schedule, scaler, RNG, progress
+
+
+def take_snapshot(model: Any, *, optimizer: Any = None, scheduler: Any = None, scaler: Any = None,
+                  progress: dict | None = None, weights: bool = True) -> Snapshot:
+    """Copy the model's weights (unless `weights=False`) and with `optimizer` the resume state off the device,
+    now."""
+    weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()} if weights else None
+    if optimizer is None:
+        return Snapshot(weights, None)
+    tensors, meta = _optimizer_to_files(optimizer.state_dict())
+    tensors["rng.torch"] = torch.get_rng_state()
+    if torch.cuda.is_initialized():  # dropout on CUDA draws from the GPUs' own generators
+        tensors.update({f"rng.cuda.{i}": state for i, state in enumerate(torch.cuda.get_rng_state_all())})
+    return Snapshot(weights, {"tensors": tensors, "meta": meta, "state": copy.deepcopy({
+        "progress": progress or {},
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "rng_python": random.getstate(),
+    })})
+
+
+def write_snapshot(path: str | Path, model: Any, processor: Any, snapshot: Snapshot, *,
+                   extra_json: dict | None = None) -> None:
+    """Write `snapshot` to `path` atomically; `model` gives its config and file layout (and its weights when the
+    snapshot holds none)."""
     with atomic_dir(path) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
+        if snapshot.weights is None:
+            model.save_pretrained(tmp, safe_serialization=True)
+        else:  # a copy of the dict: save_pretrained pops its entries
+            model.save_pretrained(tmp, state_dict=dict(snapshot.weights), safe_serialization=True)
         processor.save_pretrained(tmp)
         for name, obj in (extra_json or {}).items():
             write_json(tmp / name, obj)
-        if optimizer is None:
+        if snapshot.resume is None:
             return
         state_dir = tmp / STATE_DIR
         state_dir.mkdir()
-        tensors, meta = _optimizer_to_files(optimizer.state_dict())
-        tensors["rng.torch"] = torch.get_rng_state()
-        if torch.cuda.is_initialized():  # dropout on CUDA draws from the GPUs' own generators
-            tensors.update({f"rng.cuda.{i}": state for i, state in enumerate(torch.cuda.get_rng_state_all())})
-        save_file(tensors, str(state_dir / "optimizer.safetensors"))
-        write_json(state_dir / "optimizer.json", meta)
-        write_json(state_dir / "state.json", {
-            "progress": progress or {},
-            "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            "scaler": scaler.state_dict() if scaler is not None else None,
-            "rng_python": random.getstate(),
-        })
+        save_file(snapshot.resume["tensors"], str(state_dir / "optimizer.safetensors"))
+        write_json(state_dir / "optimizer.json", snapshot.resume["meta"])
+        write_json(state_dir / "state.json", snapshot.resume["state"])
+
+
+def save_checkpoint(path: str | Path, model: Any, processor: Any, *, optimizer: Any = None, scheduler: Any = None,
+                    scaler: Any = None, progress: dict | None = None, extra_json: dict | None = None) -> None:
+    """Write `path` atomically, now; with `optimizer` also the resume state."""
+    snapshot = take_snapshot(model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, progress=progress,
+                             weights=False)
+    write_snapshot(path, model, processor, snapshot, extra_json=extra_json)
+
+
+class BackgroundWriter:
+    """Runs writes one at a time on a thread. `submit` waits for the previous write first, so checkpoints land
+    in order; `wait` re-raises a write's error in the caller."""
+
+    def __init__(self):
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def submit(self, write: Callable[[], None]) -> None:
+        self.wait()
+        self._thread = threading.Thread(target=self._run, args=(write,), name="checkpoint-writer")
+        self._thread.start()
+
+    def _run(self, write: Callable[[], None]) -> None:
+        try:
+            write()
+        except BaseException as e:  # handed to the training thread by wait()
+            self._error = e
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+
+def read_progress(path: str | Path) -> dict:
+    """The data position saved in `path/trainer_state` (what `load_resume_state` returns), without the rest."""
+    return json.loads((Path(path) / STATE_DIR / "state.json").read_text())["progress"]
 
 
 def has_resume_state(path: str | Path) -> bool:

@@ -1,12 +1,12 @@
 """Batched CLIP embedding of image files and texts: the one place that turns inputs into vectors.
 
 `embed_images` decodes files in DataLoader worker processes (`animatch.data.images.load_image`, then the
-processor's own eval transform: resize, centre crop, normalise), runs the vision tower in batches under
-`torch.inference_mode()` (autocast to bf16/fp16 on CUDA only) and reports unreadable files as
-`(path, reason)` instead of raising. `embed_texts` tokenises with the processor's tokenizer (padding,
-truncation at the model's 77 positions); `embed_chunked` mean-pools the normalised embeddings of each
-item's views (long appearance texts: `chunk_windows` of its chunks). Every result is an L2-normalised
-float32 CPU tensor. With an `animatch.clip.cache.EmbeddingCache`, only inputs missing from the cache are
+processor's resize and centre crop as uint8, `animatch.data.pixels`), normalises each batch on the device,
+runs the vision tower in batches under `torch.inference_mode()` (autocast to bf16/fp16 on CUDA only) and
+reports unreadable files as `(path, reason)` instead of raising. `embed_texts` tokenises with the processor's
+tokenizer (padding, truncation at the model's 77 positions); `embed_chunked` mean-pools the normalised
+embeddings of each item's views (long appearance texts: `chunk_windows` of its chunks). Every result is an
+L2-normalised float32 CPU tensor. With an `animatch.clip.cache.EmbeddingCache`, only inputs missing from the cache are
 embedded.
 """
 
@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from animatch.data.images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
+from animatch.data.pixels import PixelPipeline
 from animatch.data.text import chunk_windows
 
 # New cache entries are written every this many embeddings, so an interrupted run keeps most of its work.
@@ -30,11 +31,12 @@ CACHE_FLUSH_EVERY = 4096
 
 
 class _ImageFiles(Dataset):
-    """Decodes and transforms one file per item; a failure becomes a reason string, never an exception."""
+    """Decodes, resizes and crops one file per item to uint8; a failure becomes a reason string, never an
+    exception."""
 
-    def __init__(self, paths: Sequence[str | Path], image_processor: Any, max_pixels: int):
+    def __init__(self, paths: Sequence[str | Path], pixels: PixelPipeline, max_pixels: int):
         self.paths = [str(p) for p in paths]
-        self.image_processor = image_processor
+        self.pixels = pixels
         self.max_pixels = max_pixels
 
     def __len__(self) -> int:
@@ -42,8 +44,8 @@ class _ImageFiles(Dataset):
 
     def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, str | None]:
         try:
-            image = load_image(self.paths[i], max_pixels=self.max_pixels)
-            pixels = self.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
+            image = load_image(self.paths[i], max_pixels=self.max_pixels, draft_size=self.pixels.draft_size)
+            pixels = self.pixels(image)
         except ImageLoadError as e:
             return i, None, e.reason
         except Exception as e:
@@ -51,8 +53,12 @@ class _ImageFiles(Dataset):
         return i, pixels, None
 
 
-def _collate(items: list) -> list:
-    return items
+def _collate(items: list) -> tuple[list[int], torch.Tensor | None, list[tuple[int, str]]]:
+    """In the worker: (item numbers that loaded, their uint8 pixels stacked [N, 3, H, W] (one tensor to pin and
+    copy), (item number, reason) of the rest)."""
+    ok = [(i, px) for i, px, _ in items if px is not None]
+    return [i for i, _ in ok], torch.stack([px for _, px in ok]) if ok else None, \
+        [(i, reason) for i, px, reason in items if px is None]
 
 
 def _model_device(model: torch.nn.Module, device: str | torch.device | None) -> torch.device:
@@ -106,7 +112,9 @@ def embed_images(model: Any, processor: Any, paths: Sequence[str | Path], *, bat
                 rows[i] = hit
     failures: dict[int, str] = {}
     if todo:
-        dataset = _ImageFiles([paths[i] for i in todo], processor.image_processor, max_pixels)
+        pipeline = PixelPipeline.from_processor(processor.image_processor)
+        normalise = pipeline.normaliser().to(device)
+        dataset = _ImageFiles([paths[i] for i in todo], pipeline, max_pixels)
         loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=_collate,
                             pin_memory=device.type == "cuda")
         pending_keys: list[str] = []
@@ -114,14 +122,14 @@ def embed_images(model: Any, processor: Any, paths: Sequence[str | Path], *, bat
         model.eval()
         with tqdm(total=len(todo), unit="img", desc="embedding images", disable=not progress) as bar, \
                 torch.inference_mode():
-            for batch in loader:
-                ok = [(todo[j], px) for j, px, _ in batch if px is not None]
-                failures.update((todo[j], reason) for j, px, reason in batch if px is None)
+            for loaded, stacked, failed in loader:
+                ok = [todo[j] for j in loaded]
+                failures.update((todo[j], reason) for j, reason in failed)
                 if ok:
-                    pixels = torch.stack([px for _, px in ok]).to(device, dtype, non_blocking=True)
+                    pixels = normalise(stacked.to(device, non_blocking=True), dtype)
                     with _autocast(device):
                         emb = _normalised(_features(model.get_image_features(pixel_values=pixels)))
-                    for (i, _), e in zip(ok, emb):
+                    for i, e in zip(ok, emb):
                         rows[i] = e
                         if cache is not None and keys[i] is not None:
                             pending_keys.append(keys[i])
@@ -129,7 +137,7 @@ def embed_images(model: Any, processor: Any, paths: Sequence[str | Path], *, bat
                 if cache is not None and len(pending) >= CACHE_FLUSH_EVERY:
                     cache.put("image", pending_keys, torch.stack(pending))
                     pending_keys, pending = [], []
-                bar.update(len(batch))
+                bar.update(len(loaded) + len(failed))
         if cache is not None and pending:
             cache.put("image", pending_keys, torch.stack(pending))
     ok_indices = sorted(rows)
@@ -201,13 +209,14 @@ def embed_pil(model: Any, processor: Any, images: Sequence[Any], *, batch_size: 
               device: str | torch.device | None = None) -> torch.Tensor:
     """Embed in-memory PIL images (already decoded, so nothing can fail here). Returns [N, D]."""
     device = _model_device(model, device)
+    pipeline = PixelPipeline.from_processor(processor.image_processor)
+    normalise = pipeline.normaliser().to(device)
     out = [torch.empty(0, _dim(model))]
     model.eval()
     with torch.inference_mode():
         for start in range(0, len(images), batch_size):
-            batch = [im.convert("RGB") for im in images[start:start + batch_size]]
-            pixels = processor.image_processor(images=batch, return_tensors="pt")["pixel_values"]
-            pixels = pixels.to(device, next(model.parameters()).dtype)
+            batch = torch.stack([pipeline(im.convert("RGB")) for im in images[start:start + batch_size]])
+            pixels = normalise(batch.to(device), next(model.parameters()).dtype)
             with _autocast(device):
                 out.append(_normalised(_features(model.get_image_features(pixel_values=pixels))))
     return torch.cat(out)

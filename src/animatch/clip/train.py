@@ -7,32 +7,47 @@ loss under gradient accumulation (features of all micro-batches are cached witho
 micro-batch is recomputed with gradients against the cached rest, as OpenCLIP does), chunk-window sampling
 for long appearances, optional patch dropout (`clip.patch_dropout`) and length-bucketed text towers
 (`clip.towers`), validation recall with a `best/` checkpoint, and exact resume from `last/`.
+
+The loop does not stall at epoch boundaries: one DataLoader serves the whole run (`RunBatches`), so its
+workers live across epochs and prefetch the next epoch's batches while validation runs, and checkpoints are
+copied off the device and written on a background thread (`clip.checkpoint.BackgroundWriter`). The loader's
+workers start before the model loads.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
-from transformers import get_cosine_with_min_lr_schedule_with_warmup, get_wsd_schedule
+from transformers import CLIPConfig, get_cosine_with_min_lr_schedule_with_warmup, get_wsd_schedule
 
-from animatch.clip.checkpoint import has_resume_state, load_resume_state, save_checkpoint
+from animatch.clip.checkpoint import (
+    BackgroundWriter,
+    has_resume_state,
+    load_resume_state,
+    read_progress,
+    take_snapshot,
+    write_snapshot,
+)
 from animatch.clip.evaluation import validation_metrics
 from animatch.clip.losses import ClipLoss
 from animatch.clip.patch_dropout import PatchDropout
 from animatch.clip.towers import ClipForward
 from animatch.config import TrainConfig
-from animatch.data.datasets import PairCollator, PairDataset, epoch_batches
+from animatch.data.datasets import PairCollator, PairDataset, RunBatches
+from animatch.data.pixels import PixelPipeline
 from animatch.data.schema import load_split
 from animatch.errors import UserError
-from animatch.models.hub import load_clip
+from animatch.models.hub import load_clip, load_clip_processor
 from animatch.runs import claim_output, cut_metrics, write_run_files
 from animatch.runtime import fresh_accelerator, honours_deterministic, optimizer_step
 
@@ -74,7 +89,11 @@ class Trainer:
         # The fused kernel updates all tensors in one pass (clip-tiny on CPU: 3 ms per step instead of 22).
         optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98),
                                       eps=cfg.adam_eps, fused=True if acc.device.type in ("cpu", "cuda") else None)
-        self.model, self.optimizer = acc.prepare(ClipForward(model, cfg.text_buckets), optimizer)
+        pixels = PixelPipeline.from_processor(processor.image_processor).normaliser()
+        forward = ClipForward(model, cfg.text_buckets, pixels)
+        if cfg.compile:  # in place: parameter names, checkpoints and `raw_model` stay those of the eager module
+            forward.compile()
+        self.model, self.optimizer = acc.prepare(forward, optimizer)
         self.bad_steps = 0
         self.overflow_steps = 0  # fp16: steps the GradScaler skipped (inf/nan gradients), logged with the metrics
 
@@ -121,10 +140,12 @@ class Trainer:
         return loss.item()
 
 
-def _loader(dataset, batches, collator, cfg: TrainConfig, acc: Accelerator):
+def _loader(dataset, batches: RunBatches, collator, cfg: TrainConfig, acc: Accelerator):
+    """The run's one DataLoader; its own generator keeps worker seeding off the global RNG (resume stays exact)."""
     return torch.utils.data.DataLoader(dataset, batch_sampler=batches, collate_fn=collator,
                                        num_workers=cfg.workers, pin_memory=acc.device.type == "cuda",
-                                       persistent_workers=False, generator=torch.Generator().manual_seed(cfg.seed))
+                                       prefetch_factor=cfg.prefetch_batches if cfg.workers else None,
+                                       generator=torch.Generator().manual_seed(cfg.seed))
 
 
 @honours_deterministic
@@ -137,12 +158,8 @@ def run_train(cfg: TrainConfig) -> int:
     acc = fresh_accelerator(mixed_precision=resolve_mixed_precision(cfg.mixed_precision),
                             log_with=None if cfg.report_to == "none" else cfg.report_to, project_dir=str(out))
     set_seed(cfg.seed)
-    model, processor = load_clip(str(out / "last") if cfg.resume else cfg.model,
-                                 attn_implementation=cfg.attn_implementation)
-    if cfg.logit_scale_init is not None and not cfg.resume:
-        model.logit_scale.data.fill_(math.log(cfg.logit_scale_init))
-    _lock_towers(model, cfg)
-    model.train()
+    source = str(out / "last") if cfg.resume else cfg.model
+    processor = load_clip_processor(source)
 
     train_records, val_records = load_split(cfg.split_dir, "train"), load_split(cfg.split_dir, "val")
     if cfg.max_eval_items:
@@ -155,6 +172,25 @@ def run_train(cfg: TrainConfig) -> int:
                         f"needs ({per_step} = processes x --batch-size x --accum-steps)")
     steps_per_epoch = len(train_records) // per_step
     total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
+    progress = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "validated_step": None, "best_metric": None,
+                "skipped": {}}
+    if cfg.resume:
+        progress = read_progress(out / "last")
+
+    # The loader's workers start decoding the first batches now, while the model loads.
+    dataset = PairDataset(train_records, cfg.data, processor.image_processor, train=True, seed=cfg.seed,
+                          crop_scale=cfg.crop_scale, hflip=cfg.hflip, text_sampling=cfg.text_sampling)
+    collator = PairCollator(processor.tokenizer, CLIPConfig.from_pretrained(source).text_config.max_position_embeddings)
+    batches = RunBatches(len(train_records), cfg.batch_size, world=acc.num_processes, rank=acc.process_index,
+                         seed=cfg.seed, epoch=progress["epoch"], start=progress["step_in_epoch"] * cfg.accum_steps,
+                         last_epoch=(total_steps - 1) // steps_per_epoch)
+    stream = iter(_loader(dataset, batches, collator, cfg, acc))
+
+    model, processor = load_clip(source, attn_implementation=cfg.attn_implementation)
+    if cfg.logit_scale_init is not None and not cfg.resume:
+        model.logit_scale.data.fill_(math.log(cfg.logit_scale_init))
+    _lock_towers(model, cfg)
+    model.train()
 
     trainer = Trainer(cfg, acc, model, processor)
     if cfg.lr_schedule == "wsd":
@@ -163,8 +199,6 @@ def run_train(cfg: TrainConfig) -> int:
     else:
         scheduler = get_cosine_with_min_lr_schedule_with_warmup(trainer.optimizer, cfg.warmup_steps, total_steps,
                                                                 min_lr=cfg.eta_min)
-    progress = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "validated_step": None, "best_metric": None,
-                "skipped": {}}
     if cfg.resume:
         progress = load_resume_state(out / "last", optimizer=trainer.optimizer, scheduler=scheduler,
                                      scaler=acc.scaler)
@@ -174,21 +208,26 @@ def run_train(cfg: TrainConfig) -> int:
     if cfg.report_to != "none":
         acc.init_trackers("animatch-train", config={k: str(v) for k, v in vars(cfg).items()})
 
-    dataset = PairDataset(train_records, cfg.data, processor.image_processor, train=True, seed=cfg.seed,
-                          crop_scale=cfg.crop_scale, hflip=cfg.hflip, text_sampling=cfg.text_sampling)
-    collator = PairCollator(processor.tokenizer, model.config.text_config.max_position_embeddings)
     metrics_file = out / "metrics.jsonl"
     bar = tqdm(total=total_steps, initial=progress["global_step"], desc="train", disable=not acc.is_main_process)
     started, samples = time.perf_counter(), 0
     last_val: dict = {}
+    writer = BackgroundWriter()
 
     def save(is_best: bool, val: dict) -> None:
+        """Copy the checkpoint off the device now; write `best/` and `last/` while the next steps run."""
         if not acc.is_main_process:
             return
-        if is_best:
-            save_checkpoint(out / "best", trainer.raw_model, processor, extra_json={"val_metrics.json": val})
-        save_checkpoint(out / "last", trainer.raw_model, processor, optimizer=trainer.optimizer,
-                        scheduler=scheduler, scaler=acc.scaler, progress=progress)
+        model = trainer.raw_model
+        snapshot = take_snapshot(model, optimizer=trainer.optimizer, scheduler=scheduler, scaler=acc.scaler,
+                                 progress=progress)
+
+        def write() -> None:
+            if is_best:
+                write_snapshot(out / "best", model, processor, replace(snapshot, resume=None),
+                               extra_json={"val_metrics.json": val})
+            write_snapshot(out / "last", model, processor, snapshot)
+        writer.submit(write)
 
     def validate() -> None:
         nonlocal last_val
@@ -207,15 +246,14 @@ def run_train(cfg: TrainConfig) -> int:
         acc.wait_for_everyone()
 
     while progress["global_step"] < total_steps:
-        dataset.set_epoch(progress["epoch"])
-        batches = epoch_batches(len(train_records), cfg.batch_size, world=acc.num_processes,
-                                rank=acc.process_index, seed=cfg.seed, epoch=progress["epoch"])
         start = progress["step_in_epoch"] * cfg.accum_steps
         micro: list[dict] = []
-        for batch in _loader(dataset, batches[start:], collator, cfg, acc):
+        for batch in itertools.islice(stream, batches.per_epoch - start):
             for _file_name, reason in batch["skipped"]:
                 progress["skipped"][reason] = progress["skipped"].get(reason, 0) + 1
-            micro.append({k: v.to(acc.device) if torch.is_tensor(v) else v for k, v in batch.items()})
+            # from pinned memory, the copy overlaps the step before it on a GPU
+            micro.append({k: v.to(acc.device, non_blocking=True) if torch.is_tensor(v) else v
+                          for k, v in batch.items()})
             if len(micro) < cfg.accum_steps:
                 continue
             sizes = acc.gather(torch.tensor([min(mb["size"] for mb in micro)], device=acc.device))
@@ -246,9 +284,11 @@ def run_train(cfg: TrainConfig) -> int:
                 validate()
             continue
         break
+    del stream  # the loader's workers are done: free them before the last validation
     if progress["validated_step"] != progress["global_step"]:
         validate()
     bar.close()
+    writer.wait()
     acc.end_training()
     if acc.is_main_process:
         progress["overflow_skipped_steps"] = trainer.overflow_steps

@@ -7,9 +7,10 @@ with "chunk" it is that chunk alone.
 Everything random here is derived from (seed, epoch, index), never from a worker's global RNG, so an
 epoch yields the same pairs whatever the number of workers or processes, and a resumed run sees exactly
 the batches the interrupted one would have. `epoch_batches` shards one global order across processes
-(global batch = processes x batch size, in the same order for any process count). Images that fail to
-load, or whose file_name leaves the data root (`safepath.path_inside`), come back as error items;
-`PairCollator` drops them and reports them, so they are counted, not lost.
+(global batch = processes x batch size, in the same order for any process count); `RunBatches` chains the
+epochs of a run for one DataLoader. Images that fail to load, or whose file_name leaves the data root
+(`safepath.path_inside`), come back as error items; `PairCollator` drops them and reports them, so they are
+counted, not lost.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import torch
 from PIL import Image
 
 from animatch.data.images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
+from animatch.data.pixels import PixelPipeline
 from animatch.data.safepath import path_inside
 from animatch.data.text import chunk_windows
 
@@ -33,7 +35,9 @@ TEXT_SAMPLING = ("window", "chunk")
 
 def random_resized_crop(image: Image.Image, rng: random.Random, scale: tuple[float, float],
                         ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> Image.Image:
-    """torchvision's RandomResizedCrop box choice (without torchvision); resizing is the processor's job."""
+    """torchvision's RandomResizedCrop box choice (without torchvision); resizing is `PixelPipeline`'s job.
+    The crop stays here, before the resize, rather than on the device: cropping the source is what makes the
+    bicubic resize see the pixels the processor would, and it costs ~10 us a sample."""
     width, height = image.size
     area = width * height
     for _ in range(10):
@@ -48,7 +52,8 @@ def random_resized_crop(image: Image.Image, rng: random.Random, scale: tuple[flo
 
 
 class PairDataset(torch.utils.data.Dataset):
-    """Item i: {"pixel_values", "text", "index"} for record i, or {"error", "file_name"} if its image fails."""
+    """Item i: {"pixel_values" (uint8 [3, H, W]), "text", "index"} for record i, or {"error", "file_name"} if its
+    image fails. `image_processor` gives the resize, crop and (on the device) normalisation."""
 
     def __init__(self, records: Sequence[dict], root: str | Path, image_processor: Any, *, train: bool,
                  seed: int = 0, crop_scale: float = 0.8, hflip: bool = True, text_sampling: str = "window",
@@ -57,26 +62,25 @@ class PairDataset(torch.utils.data.Dataset):
             raise ValueError(f"text_sampling must be one of {TEXT_SAMPLING}, got {text_sampling!r}")
         self.records = records
         self.root = Path(root)
-        self.image_processor = image_processor
+        self.pixels = PixelPipeline.from_processor(image_processor)
         self.train = train
         self.seed = seed
         self.crop_scale = crop_scale
         self.hflip = hflip
         self.text_sampling = text_sampling
         self.max_pixels = max_pixels
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, i: int) -> dict:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        """`dataset[i]`: record i as in epoch 0; `dataset[epoch, i]`: with that epoch's augmentation and text."""
+        epoch, i = key if isinstance(key, tuple) else (0, key)
         record = self.records[i]
-        rng = random.Random(f"{self.seed}:{self.epoch}:{i}")
+        rng = random.Random(f"{self.seed}:{epoch}:{i}")
         try:
-            image = load_image(path_inside(self.root, record["file_name"]), max_pixels=self.max_pixels)
+            image = load_image(path_inside(self.root, record["file_name"]), max_pixels=self.max_pixels,
+                               draft_size=self.pixels.draft_size)
         except ImageLoadError as e:
             return {"error": e.reason, "file_name": record["file_name"]}
         chunks = record.get("appearance_chunks") or [record["appearance"]]
@@ -89,8 +93,7 @@ class PairDataset(torch.utils.data.Dataset):
             text = rng.choice(views)
         else:
             text = views[0]
-        pixel_values = self.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
-        return {"pixel_values": pixel_values, "text": text, "index": i}
+        return {"pixel_values": self.pixels(image), "text": text, "index": i}
 
 
 @dataclass
@@ -107,7 +110,7 @@ class PairCollator:
         tokens = self.tokenizer([it["text"] for it in good], padding=True, truncation=True,
                                 max_length=self.max_length, return_tensors="pt")
         return {
-            "pixel_values": torch.stack([it["pixel_values"] for it in good]),  # [B, 3, H, W]
+            "pixel_values": torch.stack([it["pixel_values"] for it in good]),  # uint8 [B, 3, H, W]
             "input_ids": tokens["input_ids"],  # [B, T<=max_length]
             "attention_mask": tokens["attention_mask"],
             "indices": torch.tensor([it["index"] for it in good]),
@@ -124,3 +127,27 @@ def epoch_batches(n: int, batch_size: int, *, world: int, rank: int, seed: int, 
     global_batch = world * batch_size
     return [order[start + rank * batch_size: start + (rank + 1) * batch_size]
             for start in range(0, n - global_batch + 1, global_batch)]
+
+
+class RunBatches:
+    """The batch sampler of a whole run: `epoch_batches` of epoch after epoch, from batch `start` of `epoch`
+    through `last_epoch`, each batch a list of (epoch, index) keys. One DataLoader then serves every epoch: its
+    workers live across epochs and prefetch over the boundaries, and each item carries its epoch to them."""
+
+    def __init__(self, n: int, batch_size: int, *, world: int, rank: int, seed: int, epoch: int, start: int,
+                 last_epoch: int):
+        self.n, self.batch_size, self.world, self.rank, self.seed = n, batch_size, world, rank, seed
+        self.epoch, self.start, self.last_epoch = epoch, start, last_epoch
+
+    @property
+    def per_epoch(self) -> int:
+        """Batches of one whole epoch (for this process)."""
+        return self.n // (self.world * self.batch_size)
+
+    def __iter__(self):
+        start = self.start
+        for epoch in range(self.epoch, self.last_epoch + 1):
+            for batch in epoch_batches(self.n, self.batch_size, world=self.world, rank=self.rank, seed=self.seed,
+                                       epoch=epoch)[start:]:
+                yield [(epoch, i) for i in batch]
+            start = 0

@@ -40,8 +40,10 @@ class ImageLoadError(Exception):
         self.reason = reason
 
 
-def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """The image at `path` as RGB (see the module doc); ImageLoadError when it is unusable."""
+def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS,
+               draft_size: tuple[int, int] | None = None) -> Image.Image:
+    """The image at `path` as RGB (see the module doc); ImageLoadError when it is unusable. With `draft_size`
+    (width, height), a JPEG is decoded at the smallest 1/2, 1/4 or 1/8 scale that still covers it."""
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -56,7 +58,7 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
     if size == 0:
         raise ImageLoadError(path, "zero-byte file")
     with open(path, "rb") as f:
-        return _decode(f, path, max_pixels)
+        return _decode(f, path, max_pixels, draft_size=draft_size)
 
 
 def load_image_bytes(data: bytes, name: str | os.PathLike = "<bytes>", max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -87,7 +89,8 @@ def _shrink_on_decode(im: Image.Image, name: str | os.PathLike, decode_pixels: i
 
 
 def _decode(fp: BinaryIO, name: str | os.PathLike, max_pixels: int, decode_pixels: int | None = None,
-            charge: Callable[[int], None] | None = None) -> Image.Image:
+            charge: Callable[[int], None] | None = None,
+            draft_size: tuple[int, int] | None = None) -> Image.Image:
     head = fp.read(64)
     fp.seek(0)
     try:
@@ -99,6 +102,8 @@ def _decode(fp: BinaryIO, name: str | os.PathLike, max_pixels: int, decode_pixel
                 if pixels > max_pixels:
                     raise ImageLoadError(name, f"decompression bomb: {pixels} pixels > cap {max_pixels}")
                 im.seek(0)
+                if draft_size and im.format == "JPEG":
+                    im.draft(im.mode, draft_size)
                 if decode_pixels is not None:
                     _shrink_on_decode(im, name, decode_pixels)
                 if charge is not None:
