@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from transformers import CLIPImageProcessor
 
 from animatch.cli import main
 from animatch.clip.cache import EmbeddingCache
@@ -222,7 +223,8 @@ def test_rows4_5_index_and_training_data_never_open_paths_outside_the_root(mini_
     assert manifest["images_indexed"] == len(good)
     assert [u["reason"] for u in manifest["unreadable_images"]] == ["unsafe path: a symlink leaving the root"]
 
-    dataset = PairDataset([{"file_name": "images/out.png", "appearance": "x"}], mini_root, None, train=False)
+    processor = CLIPImageProcessor.from_pretrained(clip_tiny_dir)
+    dataset = PairDataset([{"file_name": "images/out.png", "appearance": "x"}], mini_root, processor, train=False)
     assert dataset[0] == {"error": "unsafe path: a symlink leaving the root", "file_name": "images/out.png"}
 
 
