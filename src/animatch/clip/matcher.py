@@ -39,7 +39,18 @@ class MatchResult:
 
 
 class Matcher:
-    def __init__(self, model: Any, processor: Any, *, index_dir: str | Path | None = None, device: Any = None):
+    """Construct with `Matcher.from_index(index_dir)` or `Matcher.from_model(model_dir_or_hub_id)`; `Matcher(model,
+    processor)` takes an already loaded CLIP and its processor."""
+
+    def __init__(self, model: Any, processor: Any = None, *, index_dir: str | Path | None = None, device: Any = None):
+        if isinstance(model, (str, Path)):
+            what = "an index dir" if (Path(model) / "index.json").is_file() else "a CLIP model dir or hub id"
+            hint = "Matcher.from_index" if what == "an index dir" else "Matcher.from_model"
+            raise TypeError(f"Matcher({str(model)!r}): {model} is {what}; load it with {hint}({str(model)!r}) "
+                            "(Matcher.from_index(index_dir) for search, Matcher.from_model(model) for match only)")
+        if processor is None:
+            raise TypeError("Matcher(model, processor) takes a loaded CLIP and its processor; or use "
+                            "Matcher.from_index(index_dir) / Matcher.from_model(model)")
         self.model, self.processor = model, processor
         self.device = next(model.parameters()).device if device is None else torch.device(device)
         model.to(self.device).eval()
