@@ -43,14 +43,12 @@ class Matcher:
     processor)` takes an already loaded CLIP and its processor."""
 
     def __init__(self, model: Any, processor: Any = None, *, index_dir: str | Path | None = None, device: Any = None):
-        if isinstance(model, (str, Path)):
-            what = "an index dir" if (Path(model) / "index.json").is_file() else "a CLIP model dir or hub id"
-            hint = "Matcher.from_index" if what == "an index dir" else "Matcher.from_model"
-            raise TypeError(f"Matcher({str(model)!r}): {model} is {what}; load it with {hint}({str(model)!r}) "
-                            "(Matcher.from_index(index_dir) for search, Matcher.from_model(model) for match only)")
-        if processor is None:
-            raise TypeError("Matcher(model, processor) takes a loaded CLIP and its processor; or use "
-                            "Matcher.from_index(index_dir) / Matcher.from_model(model)")
+        if isinstance(model, (str, Path)) or processor is None:  # the common mistake: Matcher("index/")
+            is_index = isinstance(model, (str, Path)) and (Path(model) / "index.json").is_file()
+            loader = "Matcher.from_index" if is_index else "Matcher.from_model"
+            raise TypeError(f"Matcher({str(model)[:80]!r}): load {'an index dir' if is_index else 'a model'} with "
+                            f"{loader}(path) (Matcher.from_index for search, Matcher.from_model for match only); "
+                            "Matcher(model, processor) takes a CLIP already loaded")
         self.model, self.processor = model, processor
         self.device = next(model.parameters()).device if device is None else torch.device(device)
         model.to(self.device).eval()
