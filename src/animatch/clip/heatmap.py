@@ -27,7 +27,7 @@ from matplotlib.patches import Rectangle
 from animatch.runs import atomic_write_bytes
 
 DPI = 100
-LABEL_CHARS = 48
+LABEL_CHARS = 64
 LABEL_FONT = 8
 CHAR_INCHES = 0.068  # mean width of a label character at LABEL_FONT
 # Cells shrink from MAX to MIN inches as a page grows; numbers are written in cells of ANNOTATE_MIN or more.
