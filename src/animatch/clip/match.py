@@ -77,7 +77,7 @@ def _name_key(name: str) -> str:
 
 def true_candidates(files: list[Path], candidates: list[dict]) -> list[int | None]:
     """Per image, the index of its true candidate when the metadata tells: a record's file_name has the image's
-    file name, or the image is named after a character (`Frieren.png`, `frieren_(elf).png`: underscores as
+    file name, or the image is named after a character (`Frieren.png`, `doma_chira.png`: underscores as
     spaces, any case) that only one candidate has. None when neither tells (and always for free texts)."""
     by_file = {Path(f).name: n for n, c in enumerate(candidates) for f in c.get("file_names", []) if f}
     named: dict[str, list[int]] = {}
@@ -201,12 +201,12 @@ def run_match(cfg: MatchConfig) -> int:
     }
     write_run_files(out, cfg, summary, _report(summary, names, ranked), metrics_name="summary.json")
     print(f"matched {len(names)}/{len(paths)} images against {len(candidates)} candidates -> {out}")
+    if not names:
+        raise UserError(f"none of the {len(paths)} images could be read; reasons in {out / 'summary.json'}")
     print(best_match_table(names, ranked, candidates, truth))
     if known:
         print(f"top-1 accuracy on the {known} images whose character is known: {correct}/{known} "
               f"({correct / known:.0%})")
-    if not names:
-        raise UserError(f"none of the {len(paths)} images could be read; reasons in {out / 'summary.json'}")
     return 0
 
 
