@@ -75,7 +75,7 @@ def draw_page(sim: np.ndarray, rows: list[str], cols: list[str], *, truth: Seque
     vmax = float(sim.max()) if vmax is None else vmax
     cell = cell_inches(n_rows, n_cols)
     row_labels, col_labels = [_short(r) for r in rows], [_short(c) for c in cols]
-    left = PAD_IN + CHAR_INCHES * max(map(len, row_labels), default=1)
+    left = PAD_IN + 0.3 + CHAR_INCHES * max(map(len, row_labels), default=1)  # tick labels and the axis label
     bottom = PAD_IN + 0.4 + 0.87 * CHAR_INCHES * max(map(len, col_labels), default=1)  # labels rotated by 60 degrees
     grid_w, grid_h = cell * n_cols, cell * n_rows
     width = max(left + grid_w + COLORBAR_IN, 6.0)
@@ -142,7 +142,7 @@ def write_heatmaps(sim: np.ndarray, row_labels: list[str], col_labels: list[str]
                         truth=[position.get(t) if t is not None else None for t in block_truth],
                         title=page_title, vmin=vmin, vmax=vmax)
         buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=DPI)
+        fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight", pad_inches=0.15)  # no margin left blank
         plt.close(fig)
         atomic_write_bytes(path, buf.getvalue())
         paths.append(path)
