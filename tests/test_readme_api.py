@@ -3,6 +3,8 @@
 
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -43,3 +45,9 @@ def test_matcher_given_a_path_names_the_constructor_to_use(synth_index_dir, clip
         Matcher(str(synth_index_dir))
     with pytest.raises(TypeError, match=r"Matcher\.from_model\("):
         Matcher(clip_tiny_dir)
+
+
+def test_matcher_is_listed_on_the_package_without_importing_torch():
+    code = "import sys, animatch as a; print('Matcher' in dir(a), 'Matcher' in a.__all__, 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["True", "True", "False"]
