@@ -126,6 +126,8 @@ def test_images_named_after_their_character_are_known(synth_root, clip_matched_d
     rows = {line.split()[0]: line for line in printed.splitlines() if line.split() and line.split()[0] in rows}
     assert rows[f"{records[0]['character'].replace(' ', '_')}.png"].endswith(" yes")
     assert re.fullmatch(r"-?\d\.\d{3}", rows["unnamed.png"].split()[-1]) and "true?" in printed  # unknown: no verdict
+    report = (out / "report.md").read_text()
+    assert "| true character |" in report and report.count(" | yes |") == printed.count(" yes\n")
 
 
 def test_empty_folder_is_a_one_line_error(clip_tiny_dir, tmp_path, capsys):

@@ -199,7 +199,8 @@ def run_match(cfg: MatchConfig) -> int:
         "cache": stats, "processes": state.num_processes, "seconds": round(time.perf_counter() - started, 2),
         "heatmaps": [p.name for p in heatmaps],
     }
-    write_run_files(out, cfg, summary, _report(summary, names, ranked), metrics_name="summary.json")
+    expected = [candidate_label(candidates[t]) if t is not None else None for t in truth]
+    write_run_files(out, cfg, summary, _report(summary, names, ranked, expected), metrics_name="summary.json")
     print(f"matched {len(names)}/{len(paths)} images against {len(candidates)} candidates -> {out}")
     if not names:
         raise UserError(f"none of the {len(paths)} images could be read; reasons in {out / 'summary.json'}")
@@ -255,7 +256,8 @@ def best_match_table(names: list[str], ranked: list[list[dict]], candidates: lis
     return "\n".join(lines)
 
 
-def _report(summary: dict, names: list[str], ranked: list[list[dict]], shown: int = SHOWN) -> str:
+def _report(summary: dict, names: list[str], ranked: list[list[dict]], expected: list[str | None],
+            shown: int = SHOWN) -> str:
     lines = ["# animatch match", "",
              (f"{summary['images_matched']} of {summary['images_found']} images matched against "
               f"{summary['candidates']} candidates ({summary['candidate_source']}); "
@@ -268,9 +270,12 @@ def _report(summary: dict, names: list[str], ranked: list[list[dict]], shown: in
              f"texts embedded, {c['texts_cached']} from the cache" if c else "off")
     lines += ["", f"Embedding cache: {cache}. Heatmaps: {', '.join(summary['heatmaps']) or 'none'}.", ""]
     if ranked:
-        lines += [f"## Best match (first {min(shown, len(names))} images)", "", markdown_table(
-            [{"image": n, "best": candidate_label(m[0]), "cosine": m[0]["cosine"], "probability": m[0]["probability"]}
-             for n, m in zip(names[:shown], ranked[:shown])]), ""]
+        rows = [{"image": n, "best": candidate_label(m[0]), "cosine": m[0]["cosine"],
+                 "probability": m[0]["probability"]} for n, m in zip(names[:shown], ranked[:shown])]
+        if any(expected):
+            for row, true in zip(rows, expected):
+                row["true character"] = "" if true is None else "yes" if true == row["best"] else true
+        lines += [f"## Best match (first {min(shown, len(names))} images)", "", markdown_table(rows), ""]
     if summary["failures"]:
         lines += ["## Unreadable images", "", markdown_table(summary["failures"]), ""]
     return "\n".join(lines)
