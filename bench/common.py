@@ -1,5 +1,5 @@
 """What the bench scripts share: running an `animatch` subcommand in-process, timed, stopping on failure, and
-the short from-scratch training recipe of the synthetic benches."""
+the short from-scratch training recipe of the synthetic benches (read from recipes/clip-tiny-scratch.yaml)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 from animatch.cli import main as animatch
 
@@ -23,31 +24,34 @@ def run(*args: object) -> float:
     return time.perf_counter() - start
 
 
-# `animatch train` options for clip-tiny from scratch on a synthetic set seen once (docs/BENCHMARKS.md): on
-# 3,000 characters a small CLIP memorises names; on 20,000 every pair is new and it learns the attributes.
-# Warmup and temperature are each bench's own options (`scratch_parser`): they depend on the run's length.
-SCRATCH_RECIPE = ("--lr", 1e-3, "--lr-schedule", "wsd", "--crop-scale", 1.0, "--no-hflip", "--workers", 1,
-                  "--report-to", "none")
+# The from-scratch recipe for clip-tiny (one source for the README, the demo and these benches); a bench sets
+# only its own length: steps, and a warmup that stays the recipe's share of them.
+SCRATCH_RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "clip-tiny-scratch.yaml"
 
 
-def scratch_parser(description: str, out: str, steps: int, *, n: int = 20000, warmup: int = 20,
-                   temperature: float = 20) -> argparse.ArgumentParser:
-    """The options every from-scratch synthetic bench takes (a script adds its own)."""
+def scratch_recipe() -> dict:
+    return yaml.safe_load(SCRATCH_RECIPE.read_text())
+
+
+def scratch_parser(description: str, out: str, steps: int | None = None, *, n: int = 20000
+                   ) -> argparse.ArgumentParser:
+    """The options every from-scratch synthetic bench takes (a script adds its own); defaults from the recipe."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--out", default=out)
     parser.add_argument("--n", type=int, default=n, help="synthetic characters")
-    parser.add_argument("--steps", type=int, default=steps)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--warmup-steps", type=int, default=warmup, help="linear warmup steps")
-    parser.add_argument("--logit-scale-init", type=float, default=temperature, help="temperature scale at the start")
+    parser.add_argument("--steps", type=int, default=steps or scratch_recipe()["max_steps"])
+    parser.add_argument("--warmup-steps", type=int, help="linear warmup steps (default: the recipe's share of --steps)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads")
     return parser
 
 
 def scratch_train_args(args: argparse.Namespace) -> tuple:
-    """`animatch train` options: SCRATCH_RECIPE with the bench's steps, batch size, warmup and temperature."""
-    return ("--max-steps", args.steps, "--batch-size", args.batch_size, "--warmup-steps", args.warmup_steps,
-            "--logit-scale-init", args.logit_scale_init, *SCRATCH_RECIPE)
+    """`animatch train` options: the recipe file with the bench's steps and warmup."""
+    recipe = scratch_recipe()
+    warmup = args.warmup_steps
+    if warmup is None:
+        warmup = args.steps * recipe["warmup_steps"] // recipe["max_steps"]
+    return ("--config", SCRATCH_RECIPE, "--max-steps", args.steps, "--warmup-steps", warmup)
 
 
 def fresh_run(args: argparse.Namespace) -> Path:

@@ -1,16 +1,13 @@
 """Train clip-tiny from scratch on `animatch synth` data and print retrieval before/after.
 
-Usage: .venv/bin/python bench/train_synth.py [--out runs/bench_train] [--n 20000] [--steps 320] [--threads 2]
-       [--warmup-steps 80] [--logit-scale-init 30] [--patch-dropout 0.75] [--adam-eps 1e-8] [--text-buckets 4]
-       [--seed 42]
+Usage: .venv/bin/python bench/train_synth.py [--out runs/bench_train] [--n 20000] [--steps 320] [--warmup-steps 80]
+       [--threads 2] [--seed 42]
 Prints test-split Recall@1/5/10 both ways (>= 200 candidates) before and after training, the training
 throughput (samples/s) and wall times. Goal: text->image R@1 >= 0.5 within 3 minutes of training here.
-Run it on an idle machine: the training loop is compute-bound. The recipe is the short from-scratch one
-(docs/BENCHMARKS.md): 20,000 characters so that every pair is seen once (on 3,000 a small CLIP memorises
-names instead of learning attributes), chunk-window texts, wsd schedule, no crop or flip (nothing repeats, so
-there is nothing to regularise); for this budget, a long warmup (80 steps: 20 left the loss at ln 64 for 40
-steps and ended far lower), temperature scale 30, patch dropout 0.75 (a step costs about 0.7x) and AdamW
-epsilon 1e-8; the text tower runs in 4 length buckets with eager attention (the same model, ~1.2x the steps).
+Run it on an idle machine: the training loop is compute-bound. The recipe is recipes/clip-tiny-scratch.yaml
+(why each value: docs/BENCHMARKS.md); any other `animatch train` option can be appended after `--`, e.g.
+`-- --logit-scale-init 20 --patch-dropout 0.5`. 20,000 characters so that every pair is seen once (on 3,000 a
+small CLIP memorises names instead of learning attributes).
 """
 
 from __future__ import annotations
@@ -23,11 +20,9 @@ from common import fresh_run, run, scratch_parser, scratch_train_args
 
 
 def main() -> None:
-    parser = scratch_parser(__doc__.splitlines()[0], "runs/bench_train", 320, warmup=80, temperature=30)
-    parser.add_argument("--patch-dropout", type=float, default=0.75, help="share of image patches dropped in training")
+    parser = scratch_parser(__doc__.splitlines()[0], "runs/bench_train")
     parser.add_argument("--seed", type=int, default=42, help="training seed (the data is always synth seed 0)")
-    parser.add_argument("--adam-eps", type=float, default=1e-8, help="AdamW epsilon")
-    parser.add_argument("--text-buckets", type=int, default=4, help="length-sorted groups of the text tower")
+    parser.add_argument("train_options", nargs="*", help="after --: more `animatch train` options")
     args = parser.parse_args()
     out = fresh_run(args)
     root, prepared, model = out / "data", out / "prepared", out / "clip-tiny"
@@ -39,9 +34,7 @@ def main() -> None:
     t_data = time.perf_counter() - t0
     run("eval", "--data", root, "--split-dir", prepared, "--model", model, "--out", out / "eval_before")
     t_train = run("train", "--data", root, "--split-dir", prepared, "--model", model, "--out", out / "run",
-                  *scratch_train_args(args), "--patch-dropout", args.patch_dropout, "--adam-eps", args.adam_eps,
-                  "--seed", args.seed, "--text-buckets", args.text_buckets, "--attn-implementation", "eager",
-                  "--eval-every", args.steps, "--max-eval-items", 200)
+                  *scratch_train_args(args), "--seed", args.seed, "--eval-every", args.steps, *args.train_options)
     run("eval", "--data", root, "--split-dir", prepared, "--model", out / "run" / "best", "--out", out / "eval_after")
 
     before = json.loads((out / "eval_before" / "eval.json").read_text())["model"]

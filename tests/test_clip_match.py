@@ -1,6 +1,7 @@
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -10,7 +11,6 @@ import pytest
 from PIL import Image
 
 from animatch.cli import main
-from animatch.clip.heatmap import page_pixels
 from animatch.data.images import list_image_files
 
 TOP_K = 5
@@ -31,10 +31,18 @@ def images(synth_root, tmp_path):
     return Path(shutil.copytree(synth_root / "images", tmp_path / "images"))
 
 
-def test_match_ranks_the_right_character_and_outputs_parse(images, synth_root, clip_matched_dir, tmp_path):
+def test_match_ranks_the_right_character_and_outputs_parse(images, synth_root, clip_matched_dir, tmp_path, capsys):
     out, cache = tmp_path / "out", tmp_path / "cache"
     assert _match(images, clip_matched_dir, out, "--metadata", synth_root / "metadata.jsonl", "--cache-dir", cache) == 0
     summary = _summary(out)
+    printed = capsys.readouterr().out.splitlines()
+    header = next(n for n, line in enumerate(printed) if line.startswith("image "))
+    assert printed[header].split() == ["image", "best", "match", "cosine", "true?"]
+    table = printed[header + 1:header + 21]
+    assert all(line.endswith((" yes", "no: " + line.split("no: ")[-1])) for line in table)
+    assert sum(line.endswith(" yes") for line in table) >= 16
+    assert printed[header + 21] == "... 28 more images: every image's top matches are in matches.csv"
+    assert printed[header + 22].startswith("top-1 accuracy on the 48 images whose character is known: ")
     assert summary["images_matched"] == 48 and summary["candidates"] == 48 and summary["images_failed"] == 0
     assert summary["top1_accuracy"] >= 0.8
     assert summary["cache"]["images_embedded"] == 48 and summary["cache"]["images_cached"] == 0
@@ -55,10 +63,11 @@ def test_match_ranks_the_right_character_and_outputs_parse(images, synth_root, c
                                                            "probability"}
     assert float(table[0]["cosine"]) == rows[0]["matches"][0]["cosine"]
 
-    # 48 images, 48 candidates: pages of 40 rows showing the 30 best candidates
-    assert summary["heatmaps"] == ["heatmap_001.png", "heatmap_002.png"]
-    assert Image.open(out / "heatmap_001.png").size == page_pixels(40, 30)
-    assert Image.open(out / "heatmap_002.png").size == page_pixels(8, 30)
+    # 48 images with known characters, 48 candidates, 30 columns a page: pages of 15 images (truths, bests, rest)
+    assert summary["heatmaps"] == [f"heatmap_00{n}.png" for n in (1, 2, 3, 4)]
+    for name in summary["heatmaps"][:3]:  # full pages: 30 columns wide, 15 rows high
+        with Image.open(out / name) as page:
+            assert page.width > 1.4 * page.height
     for name in ("report.md", "config.yaml"):
         assert (out / name).is_file()
 
@@ -71,7 +80,7 @@ def test_match_ranks_the_right_character_and_outputs_parse(images, synth_root, c
     assert _summary(out)["cache"]["images_embedded"] == 3 and _summary(out)["images_matched"] == 51
 
 
-def test_unreadable_files_are_listed_with_their_reason(synth_root, clip_tiny_dir, tmp_path):
+def test_unreadable_files_are_listed_with_their_reason(synth_root, clip_tiny_dir, tmp_path, capsys):
     folder = tmp_path / "mixed"
     (folder / "sub").mkdir(parents=True)
     good = list_image_files(synth_root)[:2]
@@ -94,8 +103,31 @@ def test_unreadable_files_are_listed_with_their_reason(synth_root, clip_tiny_dir
     rows = [json.loads(line) for line in (out / "matches.jsonl").read_text().splitlines()]
     assert [r["image"] for r in rows] == ["good.png", "sub/good.jpg"]
     assert [m["line"] for m in rows[0]["matches"]] != [] and len(rows[0]["matches"]) == 3
-    assert Image.open(out / "heatmap.png").size == page_pixels(2, 3)
+    assert min(Image.open(out / "heatmap.png").size) > 300
+    assert summary["top1_accuracy"] is None and "true?" not in capsys.readouterr().out
     assert "corrupt.png" in (out / "report.md").read_text()
+
+
+def test_images_named_after_their_character_are_known(synth_root, clip_matched_dir, tmp_path, capsys):
+    records = [json.loads(line) for line in (synth_root / "metadata.jsonl").read_text().splitlines()]
+    folder = tmp_path / "named"
+    folder.mkdir()
+    for r in records[:3]:  # `Akano_Yaniku.png` for Akano Yaniku, as a user names a folder
+        shutil.copy(synth_root / r["file_name"], folder / f"{r['character'].replace(' ', '_')}.png")
+    shutil.copy(synth_root / records[3]["file_name"], folder / "unnamed.png")
+    out = tmp_path / "out"
+    assert _match(folder, clip_matched_dir, out, "--metadata", synth_root / "metadata.jsonl", "--no-cache") == 0
+    rows = {json.loads(line)["image"]: json.loads(line) for line in (out / "matches.jsonl").read_text().splitlines()}
+    assert "expected" not in rows["unnamed.png"]
+    for r in records[:3]:
+        assert rows[f"{r['character'].replace(' ', '_')}.png"]["expected"] == f"{r['character']} ({r['title']})"
+    assert _summary(out)["images_with_known_character"] == 3
+    printed = capsys.readouterr().out
+    rows = {line.split()[0]: line for line in printed.splitlines() if line.split() and line.split()[0] in rows}
+    assert rows[f"{records[0]['character'].replace(' ', '_')}.png"].endswith(" yes")
+    assert re.fullmatch(r"-?\d\.\d{3}", rows["unnamed.png"].split()[-1]) and "true?" in printed  # unknown: no verdict
+    report = (out / "report.md").read_text()
+    assert "| true character |" in report and report.count(" | yes |") == printed.count(" yes\n")
 
 
 def test_empty_folder_is_a_one_line_error(clip_tiny_dir, tmp_path, capsys):

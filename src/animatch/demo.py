@@ -1,10 +1,12 @@
 """`animatch demo`: the whole pipeline on the embedded synthetic dataset, offline, with real learning.
 
-synth -> prepare -> clip-tiny untrained eval -> train -> eval (before/after table) -> match a held-out
-folder (heatmap) -> index + two searches -> llava-tiny on the trained vision tower: judge-train briefly,
-one judge result, judge-eval -> `REPORT.md` linking every artefact. Every step calls the same job
-function as its CLI subcommand (through `animatch.cli.main`), so the demo is also an end-to-end check of
-the commands users run. `--quick` shrinks data and steps for the CI smoke test (about 90 s here).
+synth -> prepare -> clip-tiny untrained eval -> train (recipes/clip-tiny-scratch.yaml, shortened) -> eval
+(before/after table) -> match a folder of held-out images, each named after its character, against their
+descriptions (the heatmap of the README: right answers on the diagonal) -> index + two searches -> llava-tiny
+on the trained vision tower: judge-train briefly, one judge result, judge-eval -> `REPORT.md` linking every
+artefact. Every step calls the same job function as its CLI subcommand (through `animatch.cli.main`), so the
+demo is also an end-to-end check of the commands users run. `--quick` shrinks data and steps for the CI smoke
+test (within 90 s here).
 """
 
 from __future__ import annotations
@@ -19,8 +21,12 @@ from animatch.config import DemoConfig
 from animatch.errors import UserError
 from animatch.runs import atomic_write_text, claim_output, markdown_table
 
-# (characters, CLIP steps, CLIP batch, judge steps, judge-eval characters) per mode; sized for 2 CPU cores.
-SIZES = {"full": (2000, 240, 64, 80, 24), "quick": (600, 70, 48, 10, 4)}
+# (characters, CLIP steps, CLIP batch, judge steps, judge-eval characters) per mode; sized for 2 CPU cores. The
+# full run sees each CLIP training pair about once, as its recipe wants (a small CLIP memorises names otherwise).
+SIZES = {"full": (16000, 280, 64, 80, 24), "quick": (600, 70, 48, 10, 4)}
+# (validation fraction, test fraction, held-out images matched) per mode: about 240 test characters in full.
+SPLITS = {"full": (0.01, 0.015, 20), "quick": (0.05, 0.1, 12)}
+CLIP_RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "clip-tiny-scratch.yaml"
 RECALLS = ("i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10")
 
 
@@ -47,14 +53,18 @@ def _eval_row(name: str, path: Path) -> dict:
             "cosine gap": m["cosine"]["cosine_gap"], "BLEU": m["bleu"], "ROUGE-L": m["rouge_l"]}
 
 
-def _heldout_folder(split_dir: Path, root: Path, out: Path, n: int) -> Path:
-    """Copy the first `n` test images into a plain folder, as a user's folder of images would be."""
+def _heldout_folder(split_dir: Path, root: Path, out: Path, n: int) -> tuple[Path, Path]:
+    """Copy the first `n` test images into a plain folder, each named after its character as a user would name
+    them, and write those characters' records as the candidates; returns (folder, candidates file)."""
     folder = out / "heldout_images"
     folder.mkdir(parents=True, exist_ok=True)
-    for line in (split_dir / "test.jsonl").read_text().splitlines()[:n]:
+    lines = (split_dir / "test.jsonl").read_text().splitlines()[:n]
+    for line in lines:
         record = json.loads(line)
         shutil.copyfile(root / record["file_name"], folder / f"{record['character'].replace(' ', '_')}.png")
-    return folder
+    candidates = out / "heldout_characters.jsonl"
+    atomic_write_text(candidates, "".join(line + "\n" for line in lines))
+    return folder, candidates
 
 
 def _queries(split_dir: Path) -> list[str]:
@@ -67,28 +77,33 @@ def _queries(split_dir: Path) -> list[str]:
 def run_demo(cfg: DemoConfig) -> int:
     out = claim_output(cfg, "demo", replace=True)
     n, clip_steps, batch, judge_steps, judge_items = SIZES["quick" if cfg.quick else "full"]
+    val_fraction, test_fraction, n_heldout = SPLITS["quick" if cfg.quick else "full"]
+    if not CLIP_RECIPE.is_file():
+        raise UserError(f"the demo trains with {CLIP_RECIPE.name} from the project's recipes/ folder, not found at "
+                        f"{CLIP_RECIPE.parent}: run it from a source checkout (`make demo`)")
     root, prep, clip0, run = out / "data", out / "prepared", out / "clip-tiny", out / "clip-run"
     llava0, judge_run = out / "llava-tiny", out / "judge-run"
     step = Steps()
     started = time.perf_counter()
 
     step("1a. synthetic dataset", "synth", "--out", root, "--n", n, "--seed", cfg.seed)
-    step("1b. prepare", "prepare", "--data", root, "--out", prep, "--test-fraction", 0.1)
+    step("1b. prepare", "prepare", "--data", root, "--out", prep, "--val-fraction", val_fraction,
+         "--test-fraction", test_fraction)
     step("2a. untrained clip-tiny", "init-model", "clip-tiny", "--out", clip0, "--seed", cfg.seed)
     step("2b. eval before training", "eval", "--data", root, "--split-dir", prep, "--model", clip0,
          "--out", out / "eval_before", "--workers", 0)
-    step("2c. train", "train", "--data", root, "--split-dir", prep, "--model", clip0, "--out", run,
-         "--max-steps", clip_steps, "--batch-size", batch, "--lr", 1e-3, "--warmup-steps", clip_steps // 10,
-         "--eval-every", clip_steps // 2, "--report-to", "tensorboard", "--seed", cfg.seed)
+    step("2c. train", "train", "--config", CLIP_RECIPE, "--data", root, "--split-dir", prep, "--model", clip0,
+         "--out", run, "--max-steps", clip_steps, "--batch-size", batch, "--warmup-steps", clip_steps // 4,
+         "--report-to", "tensorboard", "--seed", cfg.seed)
     step("2d. eval after training", "eval", "--data", root, "--split-dir", prep, "--model", run / "best",
          "--baseline", clip0, "--out", out / "eval_after", "--workers", 0)
     table = markdown_table([_eval_row("untrained", out / "eval_before" / "eval.json"),
                             _eval_row("trained", out / "eval_after" / "eval.json")], floatfmt=".3f")
     print("\nBefore / after training (test split, chunk-pooled appearance texts):\n" + table)
 
-    heldout = _heldout_folder(prep, root, out, 12 if cfg.quick else 24)
+    heldout, heldout_characters = _heldout_folder(prep, root, out, n_heldout)
     step("3. match held-out images", "match", "--images", heldout, "--model", run / "best",
-         "--metadata", prep / "test.jsonl", "--out", out / "match", "--workers", 0,
+         "--metadata", heldout_characters, "--out", out / "match", "--workers", 0,
          "--cache-dir", out / "embedding_cache")
     step("4a. index", "index", "--data", root, "--split-dir", prep, "--split", "test", "--model", run / "best",
          "--out", out / "index", "--workers", 0, "--cache-dir", out / "embedding_cache")
@@ -132,6 +147,10 @@ Evaluation reports: [before](eval_before/eval.md), [after, with the untrained mo
 ![similarities](eval_after/similarity_hist.png)
 
 ## Matching a folder of held-out images
+
+Test images the model never saw, each named after its character, matched against those characters'
+appearance texts: the true character is on the diagonal; a green box is a right best match, a red one a
+wrong best match, a dashed white one the true character it missed.
 
 [matches.csv](match/matches.csv), [matches.jsonl](match/matches.jsonl), [summary](match/report.md)
 

@@ -100,7 +100,9 @@ def evaluate_model(model_id: str, records: list[dict], cfg: EvalConfig) -> tuple
             metrics["bleu"] = bleu(hyps, refs)
             metrics["rouge_l"] = rouge_l(hyps, refs)
             plots["matched"], plots["unmatched"] = retrieval.matched_unmatched(sim, owner)
-            plots["curve"] = retrieval.recall_curve(sim, owner)
+            plots["n_candidates"] = sim.shape[1]
+            ks = [k for k in retrieval.RECALL_CURVE_KS if k <= sim.shape[1]]  # not past the candidate count
+            plots["curve"] = retrieval.recall_curve(sim, owner, ks)
     return metrics, plots
 
 
@@ -112,29 +114,77 @@ def _summary_row(name: str, m: dict) -> dict:
     return row
 
 
-def _plot(plots: dict[str, dict], out: Path) -> None:
+def model_label(role: str, model_id: str) -> str:
+    """A legend name for a model: its run and checkpoint (`clip-run/best`) or hub id, after `baseline: ` for the
+    baseline; never a bare `best`."""
+    path = Path(model_id)
+    name = model_id
+    if path.is_dir():
+        path = path.resolve()
+        name = f"{path.parent.name}/{path.name}" if path.name in ("best", "last") else path.name
+    return name if role == "model" else f"{role}: {name}"
+
+
+def similarity_figure(plots: dict[str, dict]):
+    """Matched vs unmatched cosine, one panel per model, on one x range fitted to the data (not -1..1)."""
+    import matplotlib.pyplot as plt
+
+    values = np.concatenate([np.asarray(p[k], dtype=np.float64) for p in plots.values()
+                             for k in ("matched", "unmatched")])
+    lo, hi = (float(values.min()), float(values.max())) if values.size else (-1.0, 1.0)
+    pad = max(0.05 * (hi - lo), 0.01)
+    bins = np.linspace(lo - pad, hi + pad, 61)
+    fig, axes = plt.subplots(1, len(plots), figsize=(5.5 * len(plots), 3.8), squeeze=False)
+    for ax, (name, p) in zip(axes[0], plots.items()):
+        for key, label, color in (("unmatched", "unmatched: image with another character's text", "tab:blue"),
+                                  ("matched", "matched: image with its own text", "tab:orange")):
+            data = np.asarray(p[key], dtype=np.float64)
+            ax.hist(data, bins=bins, alpha=0.6, density=True, color=color, label=f"{label} (mean {data.mean():.2f})")
+            ax.axvline(data.mean(), color=color, linestyle="--", linewidth=1)
+        gap = np.mean(p["matched"]) - np.mean(p["unmatched"])
+        ax.set(title=f"{name}: cosine gap {gap:.3f}", xlabel="cosine similarity", ylabel="density",
+               xlim=(bins[0], bins[-1]))
+        ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def recall_figure(plots: dict[str, dict]):
+    """Recall@k both ways for k from 1 to the number of candidates (at most 50), with chance for scale."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    n = max(p["n_candidates"] for p in plots.values())
+    for (name, p), color in zip(plots.items(), ("tab:orange", "tab:blue", "tab:green")):
+        ax.plot(p["curve"]["k"], p["curve"]["i2t"], marker=".", color=color, label=f"{name}, image->text")
+        ax.plot(p["curve"]["k"], p["curve"]["t2i"], marker=".", linestyle="--", color=color,
+                label=f"{name}, text->image")
+    ks = np.arange(1, max(max(p["curve"]["k"]) for p in plots.values()) + 1)
+    ax.plot(ks, ks / n, color="grey", linewidth=1, linestyle=":", label=f"chance (k / {n})")
+    ax.set(xlabel=f"k (of {n} candidates)", ylabel="Recall@k", ylim=(0, 1.02), xlim=(1, ks[-1]),
+           title=f"Recall@k over {n} characters")
+    if ks[-1] > 12:
+        ax.set_xscale("log")
+    ticks = sorted({k for k in (1, 2, 5, 10, 20, 50) if k < ks[-1]} | {int(ks[-1])})
+    ax.set_xticks(ticks, [str(k) for k in ticks])
+    ax.minorticks_off()
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def write_plots(plots: dict[str, dict], out: Path) -> dict[str, list[dict]]:
+    """Write similarity_hist.png and recall_at_k.png; returns each file's Axes limits, for checking."""
     matplotlib.use("Agg")  # files only; never a window
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(plots), figsize=(5 * len(plots), 3.5), squeeze=False)
-    for ax, (name, p) in zip(axes[0], plots.items()):
-        bins = np.linspace(-1, 1, 81)
-        ax.hist(p["unmatched"], bins=bins, alpha=0.6, density=True, label="unmatched")
-        ax.hist(p["matched"], bins=bins, alpha=0.6, density=True, label="matched")
-        ax.set(title=name, xlabel="cosine similarity", ylabel="density")
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "similarity_hist.png", dpi=100)
-    plt.close(fig)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, p in plots.items():
-        ax.plot(p["curve"]["k"], p["curve"]["i2t"], marker=".", label=f"{name} image->text")
-        ax.plot(p["curve"]["k"], p["curve"]["t2i"], marker=".", linestyle="--", label=f"{name} text->image")
-    ax.set(xscale="log", xlabel="k", ylabel="Recall@k", ylim=(0, 1.02), title="Recall@k")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "recall_at_k.png", dpi=100)
-    plt.close(fig)
+    limits = {}
+    for name, fig in (("similarity_hist.png", similarity_figure(plots)), ("recall_at_k.png", recall_figure(plots))):
+        fig.savefig(out / name, dpi=100)
+        limits[name] = [{"xlim": ax.get_xlim(), "ylim": ax.get_ylim()} for ax in fig.axes]
+        plt.close(fig)
+    return limits
 
 
 def run_eval(cfg: EvalConfig) -> int:
@@ -145,9 +195,9 @@ def run_eval(cfg: EvalConfig) -> int:
     models = {"model": cfg.model, **({"baseline": cfg.baseline} if cfg.baseline else {})}
     results, plots = {}, {}
     for role, model_id in models.items():
-        results[role], plots[f"{role}: {Path(model_id).name or model_id}"] = evaluate_model(model_id, records, cfg)
+        results[role], plots[model_label(role, model_id)] = evaluate_model(model_id, records, cfg)
     write_json(out / "eval.json", {"split": cfg.split, **results})
-    _plot(plots, out)
+    write_plots(plots, out)
     rows = [_summary_row(role, m) for role, m in results.items()]
     modes = [{"model": role, "texts": mode, **{k: m[mode][k] for k in RECALL_KEYS}}
              for role, m in results.items() for mode in ("pooled", "chunk_pooled", "truncated", "chunks")]

@@ -2,8 +2,9 @@
 
 Candidates are one per character of a metadata file (its appearance text, chunk-pooled as in training
 and evaluation) or free texts, one per line. Each image gets its top-k candidates with cosine and softmax
-probability at the model's logit scale; the run writes `matches.jsonl`, `matches.csv`, heatmaps,
-`summary.json`, `report.md` and `config.yaml`. Unreadable images are listed with their reason. Under
+probability at the model's logit scale; the run prints the first images' best matches (right or wrong where
+the metadata names the image's character) and writes `matches.jsonl`, `matches.csv`, heatmaps, `summary.json`,
+`report.md` and `config.yaml`. Unreadable images are listed with their reason. Under
 `accelerate launch` the images are sharded across processes and gathered, and the main process writes
 one output, the same as a single-process run's.
 """
@@ -25,6 +26,7 @@ from animatch.errors import UserError
 from animatch.runs import atomic_write_text, claim_output, markdown_table, write_run_files
 
 DECIMALS = 6
+SHOWN = 20  # images in the printed and reported tables; every image is in matches.csv / matches.jsonl
 
 
 def record_chunks(record: dict) -> list[str]:
@@ -67,6 +69,23 @@ def text_candidates(path: str | Path) -> list[dict]:
 def candidate_label(candidate: dict) -> str:
     title = candidate.get("title")
     return f"{candidate['candidate']} ({title})" if title else candidate["candidate"]
+
+
+def _name_key(name: str) -> str:
+    return " ".join(name.replace("_", " ").split()).casefold()
+
+
+def true_candidates(files: list[Path], candidates: list[dict]) -> list[int | None]:
+    """Per image, the index of its true candidate when the metadata tells: a record's file_name has the image's
+    file name, or the image is named after a character (`Frieren.png`, `doma_chira.png`: underscores as
+    spaces, any case) that only one candidate has. None when neither tells (and always for free texts)."""
+    by_file = {Path(f).name: n for n, c in enumerate(candidates) for f in c.get("file_names", []) if f}
+    named: dict[str, list[int]] = {}
+    for n, c in enumerate(candidates):
+        if "file_names" in c:
+            named.setdefault(_name_key(c["candidate"]), []).append(n)
+    by_name = {name: ns[0] for name, ns in named.items() if len(ns) == 1}
+    return [by_file.get(f.name, by_name.get(_name_key(f.stem))) for f in files]
 
 
 def score(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -171,8 +190,12 @@ def run_match(cfg: MatchConfig) -> int:
     out = Path(cfg.out)
     names = [paths[i].relative_to(folder).as_posix() for i in ok_indices]
     columns = ["image", "rank", "candidate", "title" if cfg.metadata else "line", "cosine", "probability"]
-    known, correct = _write_matches(out, names, [paths[i] for i in ok_indices], ranked, candidates, columns)
-    heatmaps = write_heatmaps(cosine.numpy(), names, [candidate_label(c) for c in candidates], out,
+    truth = true_candidates([paths[i] for i in ok_indices], candidates)
+    _write_matches(out, names, ranked, candidates, truth, columns)
+    best = cosine.argmax(dim=1).tolist() if names else []
+    known = sum(t is not None for t in truth)
+    correct = sum(t == b for t, b in zip(truth, best) if t is not None)
+    heatmaps = write_heatmaps(cosine.numpy(), names, [candidate_label(c) for c in candidates], out, truth=truth,
                               rows_per_page=cfg.heatmap_rows, max_cols=cfg.heatmap_cols) if names else []
     failed = [{"image": Path(p).relative_to(folder).as_posix(), "reason": r} for p, r in unsafe + failures]
     summary = {
@@ -184,27 +207,26 @@ def run_match(cfg: MatchConfig) -> int:
         "cache": stats, "processes": state.num_processes, "seconds": round(time.perf_counter() - started, 2),
         "heatmaps": [p.name for p in heatmaps],
     }
-    write_run_files(out, cfg, summary, _report(summary, names, ranked), metrics_name="summary.json")
+    expected = [candidate_label(candidates[t]) if t is not None else None for t in truth]
+    write_run_files(out, cfg, summary, _report(summary, names, ranked, expected), metrics_name="summary.json")
     print(f"matched {len(names)}/{len(paths)} images against {len(candidates)} candidates -> {out}")
     if not names:
         raise UserError(f"none of the {len(paths)} images could be read; reasons in {out / 'summary.json'}")
+    print(best_match_table(names, ranked, candidates, truth))
+    if known:
+        print(f"top-1 accuracy on the {known} images whose character is known: {correct}/{known} "
+              f"({correct / known:.0%})")
     return 0
 
 
-def _write_matches(out: Path, names: list[str], files: list[Path], ranked: list[list[dict]],
-                   candidates: list[dict], columns: list[str]) -> tuple[int, int]:
-    """Write matches.jsonl and matches.csv; returns (images whose character the metadata names, of those
-    ranked first). An image is "named" when a metadata record's file_name has the same file name."""
-    expected = {Path(f).name: n for n, c in enumerate(candidates) for f in c.get("file_names", []) if f}
-    lines, rows, known, correct = [], [], 0, 0
-    for name, file, matches in zip(names, files, ranked):
+def _write_matches(out: Path, names: list[str], ranked: list[list[dict]], candidates: list[dict],
+                   truth: list[int | None], columns: list[str]) -> None:
+    """Write matches.jsonl (with each image's expected candidate when known) and matches.csv."""
+    lines, rows = [], []
+    for name, matches, true in zip(names, ranked, truth):
         record: dict[str, Any] = {"image": name}
-        truth = expected.get(file.name)
-        if truth is not None:
-            known += 1
-            best = (matches[0]["candidate"], matches[0].get("title"))
-            correct += best == (candidates[truth]["candidate"], candidates[truth].get("title"))
-            record["expected"] = candidate_label(candidates[truth])
+        if true is not None:
+            record["expected"] = candidate_label(candidates[true])
         record["matches"] = matches
         lines.append(json.dumps(record, ensure_ascii=False) + "\n")
         rows += [{"image": name, **m} for m in matches]
@@ -215,25 +237,53 @@ def _write_matches(out: Path, names: list[str], files: list[Path], ranked: list[
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(out / "matches.csv", buf.getvalue())
-    return known, correct
 
 
-def _report(summary: dict, names: list[str], ranked: list[list[dict]], shown: int = 20) -> str:
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def best_match_table(names: list[str], ranked: list[list[dict]], candidates: list[dict], truth: list[int | None],
+                     shown: int = SHOWN) -> str:
+    """The first `shown` images as a plain-text table: file, best match, cosine and, where the image's character
+    is known, whether the best match is it; a last line says where the rest is."""
+    rows = []
+    for name, matches, true in zip(names[:shown], ranked, truth):
+        row = [_cut(name, 32), _cut(candidate_label(matches[0]), 44), f"{matches[0]['cosine']:.3f}"]
+        if true is not None:
+            right = (matches[0]["candidate"], matches[0].get("title")) == \
+                (candidates[true]["candidate"], candidates[true].get("title"))
+            row.append("yes" if right else "no: " + _cut(candidate_label(candidates[true]), 36))
+        rows.append(row)
+    header = ["image", "best match", "cosine"] + (["true?"] if any(t is not None for t in truth) else [])
+    widths = [max(len(r[i]) if i < len(r) else 0 for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(cell.rjust(w) if i == 2 else cell.ljust(w) for i, (cell, w) in enumerate(zip(r, widths)))
+             .rstrip() for r in [header, *rows]]
+    if len(names) > shown:
+        lines.append(f"... {len(names) - shown} more images: every image's top matches are in matches.csv")
+    return "\n".join(lines)
+
+
+def _report(summary: dict, names: list[str], ranked: list[list[dict]], expected: list[str | None],
+            shown: int = SHOWN) -> str:
     lines = ["# animatch match", "",
              (f"{summary['images_matched']} of {summary['images_found']} images matched against "
               f"{summary['candidates']} candidates ({summary['candidate_source']}); "
               f"{summary['images_failed']} unreadable.")]
     if summary["top1_accuracy"] is not None:
-        lines.append(f"Top-1 accuracy on the {summary['images_with_known_character']} images named in the "
-                     f"metadata: {summary['top1_accuracy']:.2%}.")
+        lines.append(f"Top-1 accuracy on the {summary['images_with_known_character']} images whose character the "
+                     f"metadata names (by file name or character name): {summary['top1_accuracy']:.2%}.")
     c = summary["cache"]
     cache = (f"{c['images_embedded']} images embedded, {c['images_cached']} from the cache; {c['texts_embedded']} "
              f"texts embedded, {c['texts_cached']} from the cache" if c else "off")
     lines += ["", f"Embedding cache: {cache}. Heatmaps: {', '.join(summary['heatmaps']) or 'none'}.", ""]
     if ranked:
-        lines += [f"## Best match (first {min(shown, len(names))} images)", "", markdown_table(
-            [{"image": n, "best": candidate_label(m[0]), "cosine": m[0]["cosine"], "probability": m[0]["probability"]}
-             for n, m in zip(names[:shown], ranked[:shown])]), ""]
+        rows = [{"image": n, "best": candidate_label(m[0]), "cosine": m[0]["cosine"],
+                 "probability": m[0]["probability"]} for n, m in zip(names[:shown], ranked[:shown])]
+        if any(expected):
+            for row, true in zip(rows, expected):
+                row["true character"] = "" if true is None else "yes" if true == row["best"] else true
+        lines += [f"## Best match (first {min(shown, len(names))} images)", "", markdown_table(rows), ""]
     if summary["failures"]:
         lines += ["## Unreadable images", "", markdown_table(summary["failures"]), ""]
     return "\n".join(lines)

@@ -39,7 +39,16 @@ class MatchResult:
 
 
 class Matcher:
-    def __init__(self, model: Any, processor: Any, *, index_dir: str | Path | None = None, device: Any = None):
+    """Construct with `Matcher.from_index(index_dir)` or `Matcher.from_model(model_dir_or_hub_id)`; `Matcher(model,
+    processor)` takes an already loaded CLIP and its processor."""
+
+    def __init__(self, model: Any, processor: Any = None, *, index_dir: str | Path | None = None, device: Any = None):
+        if isinstance(model, (str, Path)) or processor is None:  # the common mistake: Matcher("index/")
+            is_index = isinstance(model, (str, Path)) and (Path(model) / "index.json").is_file()
+            loader = "Matcher.from_index" if is_index else "Matcher.from_model"
+            raise TypeError(f"Matcher({str(model)[:80]!r}): load {'an index dir' if is_index else 'a model'} with "
+                            f"{loader}(path) (Matcher.from_index for search, Matcher.from_model for match only); "
+                            "Matcher(model, processor) takes a CLIP already loaded")
         self.model, self.processor = model, processor
         self.device = next(model.parameters()).device if device is None else torch.device(device)
         model.to(self.device).eval()
