@@ -171,6 +171,17 @@ def test_yaml_values_of_the_wrong_type_or_range_are_one_line_exit_2(text, messag
     assert code == 2 and message in err and err.count("\n") == 1
 
 
+def test_yaml_numbers_in_exponent_form_are_numbers(tmp_path, capsys, monkeypatch):
+    # YAML 1.1 reads 1e-5 as a string; users write learning rates that way
+    seen = {}
+    monkeypatch.setattr("animatch.clip.train.run_train", lambda cfg: seen.setdefault("cfg", cfg) and 0)
+    (tmp_path / "c.yaml").write_text("lr: 1e-5\nadam_eps: 1.0E-8\nmax_steps: 3\nmodel: 1e5x\n")
+    assert _run(["train", "--data", str(tmp_path), "--split-dir", str(tmp_path), "--out", str(tmp_path / "o"),
+                 "--config", str(tmp_path / "c.yaml")], capsys) == (0, "")
+    cfg = seen["cfg"]
+    assert (cfg.lr, cfg.adam_eps, cfg.max_steps, cfg.model) == (1e-5, 1e-8, 3, "1e5x")
+
+
 def test_yaml_port_string_and_non_utf8_file_are_one_line(tmp_path, capsys, no_jobs):
     (tmp_path / "c.yaml").write_text("port: '17862'\n")
     assert _run(["serve", "--index", str(tmp_path), "--config", str(tmp_path / "c.yaml")], capsys)[0] == 2

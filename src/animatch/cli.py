@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import re
 import sys
 import typing
 from pathlib import Path
@@ -120,12 +121,23 @@ def _version() -> str:
     return __version__
 
 
+class _ConfigLoader(yaml.SafeLoader):
+    """YAML 1.1 reads `1e-5` (no dot) as a string; a learning rate written that way is a number here, as in
+    YAML 1.2 and every other config reader users know."""
+
+
+_ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)(?:[eE][-+]?[0-9]+)$"),
+    list("-+0123456789."))
+
+
 def _read_config_file(path: Path, names: set[str]) -> dict[str, Any]:
     """The option: value mapping of a YAML `--config` file; UserError when it is not one."""
     if not path.is_file():
         raise UserError(f"config file not found: {path}")
     try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        loaded = yaml.load(path.read_text(encoding="utf-8"), Loader=_ConfigLoader) or {}
     except UnicodeDecodeError:
         raise UserError(f"config file {path} is not UTF-8 text") from None
     except yaml.YAMLError as e:
