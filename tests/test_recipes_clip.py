@@ -1,14 +1,13 @@
-"""The CLIP recipes in recipes/ load through the real `--config` loader into the values their comments promise,
-with every value of its option's type (YAML reads `1e-8` as a string; `1.0e-8` is a float)."""
+"""The CLIP recipes in recipes/ load through the real `--config` loader (which checks every value's type and range)
+into the values their comments promise."""
 
-import dataclasses
 from pathlib import Path
 
 import pytest
 import yaml
 
 from animatch import config as C
-from animatch.cli import _field_type, resolve_config
+from animatch.cli import resolve_config
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
@@ -19,14 +18,10 @@ def _load(name: str, tmp_path) -> C.TrainConfig:
 
 
 @pytest.mark.parametrize("name", ["clip-tiny-scratch.yaml", "clip-vit-b32-finetune.yaml"])
-def test_recipe_values_have_their_options_types(name, tmp_path):
+def test_recipe_loads_and_names_no_dataset_or_run_dir(name, tmp_path):
     cfg = _load(name, tmp_path)
     written = yaml.safe_load((RECIPES / name).read_text())
-    fields = {f.name: f for f in dataclasses.fields(C.TrainConfig)}
-    for key in written:
-        tp, _ = _field_type(fields[key].type)
-        value = getattr(cfg, key)
-        assert isinstance(value, tp) and (tp is not int or not isinstance(value, bool)), (key, value)
+    assert {key: getattr(cfg, key) for key in written} == pytest.approx(written)
     assert not {"data", "split_dir", "out"} & set(written)  # a recipe is for any dataset and run dir
 
 
