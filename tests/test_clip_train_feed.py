@@ -11,7 +11,7 @@ import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file
 
-from animatch.clip.checkpoint import BackgroundWriter, take_snapshot, write_snapshot
+from animatch.training.checkpoint import BackgroundWriter, take_snapshot, write_snapshot
 from animatch.clip.train import Trainer, _loader
 from animatch.config import TrainConfig
 from animatch.data.datasets import PairCollator, PairDataset, RunBatches, epoch_batches

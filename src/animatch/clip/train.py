@@ -10,7 +10,7 @@ for long appearances, optional patch dropout (`clip.patch_dropout`) and length-b
 
 The loop does not stall at epoch boundaries: one DataLoader serves the whole run (`RunBatches`), so its
 workers live across epochs and prefetch the next epoch's batches while validation runs, and checkpoints are
-copied off the device and written on a background thread (`clip.checkpoint.BackgroundWriter`). The loader's
+copied off the device and written on a background thread (`training.checkpoint.BackgroundWriter`). The loader's
 workers start before the model loads.
 """
 
@@ -30,7 +30,7 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import CLIPConfig, get_cosine_with_min_lr_schedule_with_warmup, get_wsd_schedule
 
-from animatch.clip.checkpoint import (
+from animatch.training.checkpoint import (
     BackgroundWriter,
     has_resume_state,
     load_resume_state,
@@ -49,7 +49,7 @@ from animatch.data.schema import load_split
 from animatch.errors import UserError
 from animatch.models.hub import load_clip, load_clip_processor
 from animatch.runs import claim_output, cut_metrics, write_run_files
-from animatch.runtime import fresh_accelerator, honours_deterministic, optimizer_step
+from animatch.training.runtime import fresh_accelerator, honours_deterministic, optimizer_step
 
 MAX_LOGIT_SCALE = math.log(100.0)  # CLIP's clamp: a larger temperature scale destabilises training
 
