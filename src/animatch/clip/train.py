@@ -17,7 +17,6 @@ workers start before the model loads.
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import time
 from contextlib import nullcontext
@@ -30,14 +29,6 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import CLIPConfig, get_cosine_with_min_lr_schedule_with_warmup, get_wsd_schedule
 
-from animatch.training.checkpoint import (
-    BackgroundWriter,
-    has_resume_state,
-    load_resume_state,
-    read_progress,
-    take_snapshot,
-    write_snapshot,
-)
 from animatch.clip.evaluation import validation_metrics
 from animatch.clip.losses import ClipLoss
 from animatch.clip.patch_dropout import PatchDropout
@@ -48,18 +39,25 @@ from animatch.data.pixels import PixelPipeline
 from animatch.data.schema import load_split
 from animatch.errors import UserError
 from animatch.models.hub import load_clip, load_clip_processor
-from animatch.runs import claim_output, cut_metrics, write_run_files
-from animatch.training.runtime import fresh_accelerator, honours_deterministic, optimizer_step
+from animatch.runs import claim_output, write_run_files
+from animatch.training.checkpoint import (
+    BackgroundWriter,
+    has_resume_state,
+    load_resume_state,
+    read_progress,
+    take_snapshot,
+    write_snapshot,
+)
+from animatch.training.runtime import (
+    cut_metrics,
+    fresh_accelerator,
+    honours_deterministic,
+    log_metrics,
+    optimizer_step,
+    resolve_mixed_precision,
+)
 
 MAX_LOGIT_SCALE = math.log(100.0)  # CLIP's clamp: a larger temperature scale destabilises training
-
-
-def resolve_mixed_precision(choice: str) -> str:
-    if choice != "auto":
-        return choice
-    if not torch.cuda.is_available():
-        return "no"
-    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
 
 
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -294,13 +292,6 @@ def run_train(cfg: TrainConfig) -> int:
         progress["overflow_skipped_steps"] = trainer.overflow_steps
         _finish(cfg, out, progress, last_val, time.perf_counter() - started, samples)
     return 0
-
-
-def log_metrics(acc: Accelerator, path: Path, row: dict) -> None:
-    if acc.is_main_process:
-        with open(path, "a") as f:
-            f.write(json.dumps(row) + "\n")
-    acc.log({k: v for k, v in row.items() if isinstance(v, (int, float)) and k != "step"}, step=row["step"])
 
 
 def _finish(cfg: TrainConfig, out: Path, progress: dict, val: dict, seconds: float, samples: int) -> None:
