@@ -29,8 +29,8 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import CLIPConfig, get_cosine_with_min_lr_schedule_with_warmup, get_wsd_schedule
 
-from animatch.clip.evaluation import validation_metrics
 from animatch.clip.losses import ClipLoss
+from animatch.clip.measures import validation_metrics
 from animatch.clip.patch_dropout import PatchDropout
 from animatch.clip.towers import ClipForward
 from animatch.config import TrainConfig
