@@ -40,6 +40,7 @@ from animatch.data.schema import load_split
 from animatch.errors import UserError
 from animatch.models.hub import load_clip, load_clip_processor
 from animatch.runs import claim_output, write_run_files
+from animatch.training import runtime
 from animatch.training.checkpoint import (
     BackgroundWriter,
     has_resume_state,
@@ -47,14 +48,6 @@ from animatch.training.checkpoint import (
     read_progress,
     take_snapshot,
     write_snapshot,
-)
-from animatch.training.runtime import (
-    cut_metrics,
-    fresh_accelerator,
-    honours_deterministic,
-    log_metrics,
-    optimizer_step,
-    resolve_mixed_precision,
 )
 
 MAX_LOGIT_SCALE = math.log(100.0)  # CLIP's clamp: a larger temperature scale destabilises training
@@ -131,7 +124,8 @@ class Trainer:
         self.bad_steps = 0
         if self.cfg.max_grad_norm > 0:
             self.acc.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
-        self.overflow_steps += optimizer_step(self.acc, self.optimizer)  # the scaler lowers its scale and goes on
+        # fp16: the scaler lowers its scale and goes on
+        self.overflow_steps += runtime.optimizer_step(self.acc, self.optimizer)
         self.optimizer.zero_grad(set_to_none=True)
         with torch.no_grad():
             logit_scale.clamp_(0, MAX_LOGIT_SCALE)
@@ -146,15 +140,15 @@ def _loader(dataset, batches: RunBatches, collator, cfg: TrainConfig, acc: Accel
                                        generator=torch.Generator().manual_seed(cfg.seed))
 
 
-@honours_deterministic
+@runtime.honours_deterministic
 def run_train(cfg: TrainConfig) -> int:
     out = claim_output(cfg, "train")
     if (out / "last").exists() and not cfg.resume:
         raise UserError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
     if cfg.resume and not has_resume_state(out / "last"):
         raise UserError(f"--resume: no resume state in {out / 'last'}")
-    acc = fresh_accelerator(mixed_precision=resolve_mixed_precision(cfg.mixed_precision),
-                            log_with=None if cfg.report_to == "none" else cfg.report_to, project_dir=str(out))
+    acc = runtime.fresh_accelerator(mixed_precision=runtime.resolve_mixed_precision(cfg.mixed_precision),
+                                    log_with=None if cfg.report_to == "none" else cfg.report_to, project_dir=str(out))
     set_seed(cfg.seed)
     source = str(out / "last") if cfg.resume else cfg.model
     processor = load_clip_processor(source)
@@ -202,7 +196,7 @@ def run_train(cfg: TrainConfig) -> int:
                                      scaler=acc.scaler)
     if acc.is_main_process:
         write_run_files(out, cfg)
-        cut_metrics(out / "metrics.jsonl", progress["global_step"] if cfg.resume else None)
+        runtime.cut_metrics(out / "metrics.jsonl", progress["global_step"] if cfg.resume else None)
     if cfg.report_to != "none":
         acc.init_trackers("animatch-train", config={k: str(v) for k, v in vars(cfg).items()})
 
@@ -238,7 +232,7 @@ def run_train(cfg: TrainConfig) -> int:
             if is_best:
                 progress["best_metric"] = last_val["mean_recall"]
             val_row = {f"val/{k}": v for k, v in last_val.items()}
-            log_metrics(acc, metrics_file, {"step": progress["global_step"], **val_row})
+            runtime.log_metrics(acc, metrics_file, {"step": progress["global_step"], **val_row})
             save(is_best, last_val)
             trainer.raw_model.train()
         acc.wait_for_everyone()
@@ -266,7 +260,7 @@ def run_train(cfg: TrainConfig) -> int:
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}",
                                 samples_s=f"{samples / (time.perf_counter() - started):.0f}")
             if progress["global_step"] % cfg.log_every == 0 or progress["global_step"] == total_steps:
-                log_metrics(acc, metrics_file, {
+                runtime.log_metrics(acc, metrics_file, {
                     "step": progress["global_step"], "epoch": progress["epoch"], "loss": loss,
                     "lr": scheduler.get_last_lr()[0], "logit_scale": trainer.raw_model.logit_scale.exp().item(),
                     "samples_per_s": samples / (time.perf_counter() - started),
