@@ -1,14 +1,11 @@
-"""Batched CLIP embedding of image files and texts: the one place that turns inputs into vectors.
+"""CLIP embedding of image files and texts: the one place that turns inputs into vectors, so that training
+validation, eval, match, index, audit and serve compare like with like.
 
-`embed_images` decodes files in DataLoader worker processes (`animatch.data.images.load_image`, then the
-processor's resize and centre crop as uint8, `animatch.data.pixels`), normalises each batch on the device,
-runs the vision tower in batches under `torch.inference_mode()` (autocast to bf16/fp16 on CUDA only) and
-reports unreadable files as `(path, reason)` instead of raising. `embed_texts` tokenises with the processor's
-tokenizer (padding, truncation at the model's 77 positions); `embed_chunked` mean-pools the normalised
-embeddings of each item's views (long appearance texts: `chunk_windows` of its chunks). Every result is an
-L2-normalised float32 CPU tensor. With an `animatch.clip.cache.EmbeddingCache`, only inputs missing from the cache are
-embedded. Jobs that embed a folder under `accelerate launch` (match, audit) open the model with
-`open_sharded_clip` and split the images across the processes with `embed_sharded`.
+Every result is an L2-normalised float32 CPU tensor. Image files are decoded in worker processes (uint8 until
+the device, `data.pixels`), and one that cannot be read is reported as `(path, reason)`, never raised. A
+long appearance text is the mean of its views' embeddings (`chunk_windows` of its chunks, as training
+samples them). With an `clip.cache.EmbeddingCache` only inputs missing from it are embedded. Under
+`accelerate launch`, `open_sharded_clip` and `embed_sharded` split a folder's images across the processes.
 """
 
 from __future__ import annotations
