@@ -41,7 +41,7 @@ from animatch.judge.loading import load_judge_model
 from animatch.models.hub import load_clip
 from animatch.models.tiny import build_tiny
 from animatch.runs import markdown_table
-from animatch.runtime import fresh_accelerator
+from animatch.training.runtime import fresh_accelerator
 
 # Shapes and sizes of the real check and of the dry run.
 FULL = {"characters": 6000, "image_size": 128, "val_fraction": 0.02, "batch": 256, "workers": 12, "epochs": 2,

@@ -89,8 +89,8 @@ def clip_matched_dir(tmp_path_factory, synth_root, clip_tiny_dir) -> Path:
     import torch
     import torch.nn.functional as F
 
-    from animatch.clip.match import record_chunks
     from animatch.data.images import load_image
+    from animatch.data.records import record_chunks
     from animatch.data.synth import query_text
     from animatch.data.text import chunk_windows
     from animatch.models.hub import load_clip

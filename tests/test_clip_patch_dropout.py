@@ -7,7 +7,7 @@ from animatch.clip.train import Trainer
 from animatch.config import TrainConfig
 from animatch.data.schema import load_split
 from animatch.models.hub import load_clip
-from animatch.runtime import fresh_accelerator
+from animatch.training.runtime import fresh_accelerator
 
 # Which patches are kept is compared element for element with the full forward: a float32 CPU property.
 DEVICE = "cpu"

@@ -11,12 +11,12 @@ import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file
 
-from animatch.clip.checkpoint import BackgroundWriter, take_snapshot, write_snapshot
 from animatch.clip.train import Trainer, _loader
 from animatch.config import TrainConfig
 from animatch.data.datasets import PairCollator, PairDataset, RunBatches, epoch_batches
 from animatch.data.schema import load_split
 from animatch.models.hub import load_clip
+from animatch.training.checkpoint import BackgroundWriter, take_snapshot, write_snapshot
 
 
 def _keys(batches: RunBatches) -> list[list[tuple[int, int]]]:

@@ -22,7 +22,7 @@ from animatch.data.datasets import PairCollator, PairDataset, epoch_batches
 from animatch.data.schema import load_split
 from animatch.judge import train as judge_train
 from animatch.models.hub import load_clip, load_llava
-from animatch.runtime import fresh_accelerator
+from animatch.training.runtime import fresh_accelerator
 
 FAST = ["--batch-size", "8", "--lr", "5e-4", "--workers", "0", "--report-to", "none", "--log-every", "1"]
 cuda = pytest.mark.cuda

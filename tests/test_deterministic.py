@@ -12,7 +12,7 @@ import torch
 
 from animatch.cli import main
 from animatch.clip import train as clip_train
-from animatch.runtime import deterministic_mode, fresh_accelerator
+from animatch.training.runtime import deterministic_mode, fresh_accelerator
 
 FAST = ["--batch-size", "8", "--workers", "0", "--report-to", "none", "--max-steps", "2", "--mixed-precision", "no"]
 

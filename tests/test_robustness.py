@@ -24,7 +24,8 @@ from animatch.errors import UserError
 from animatch.judge.cli import read_pairs
 from animatch.judge.loading import load_judge_model
 from animatch.models.hub import load_clip
-from animatch.runs import OUTPUT_MARKER, claim_output, cut_metrics
+from animatch.runs import OUTPUT_MARKER, claim_output
+from animatch.training.runtime import cut_metrics
 
 CLIP_TRAIN = ["--batch-size", "8", "--lr", "5e-4", "--workers", "0", "--report-to", "none", "--log-every", "1",
               "--mixed-precision", "no"]

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from animatch.cli import main
-from animatch.data.prepare import record_id
+from animatch.data.records import record_id
 
 GOOD = 4  # good records (synth records with their images) in every generated dataset
 TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=24)  # NUL and control bytes included

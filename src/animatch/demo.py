@@ -68,7 +68,7 @@ def _heldout_folder(split_dir: Path, root: Path, out: Path, n: int) -> tuple[Pat
 
 
 def _queries(split_dir: Path) -> list[str]:
-    from animatch.data.synth import query_text
+    from animatch.data.synth_text import query_text
 
     first = json.loads((split_dir / "test.jsonl").read_text().splitlines()[0])
     return [query_text(first["attributes"]), "a girl with silver hair and twin tails wearing glasses"]

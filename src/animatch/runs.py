@@ -161,24 +161,6 @@ def claim_output(cfg: Any, command: str, *, file: bool = False, replace: bool = 
     return out
 
 
-def cut_metrics(path: str | os.PathLike, last_step: int | None) -> None:
-    """Keep the rows of a metrics JSONL up to `last_step`, the step of the checkpoint a resumed run restarts
-    from, so that the steps it redoes are logged once; None (a fresh run) removes them all."""
-    path = Path(path)
-    if not path.is_file():
-        return
-    kept = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:  # a line cut short by the kill
-            continue
-        if last_step is not None and isinstance(row, dict) and isinstance(row.get("step"), int) \
-                and row["step"] <= last_step:
-            kept.append(line + "\n")
-    atomic_write_text(path, "".join(kept))
-
-
 def config_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg)
 

@@ -1,12 +1,10 @@
 """The audit's input and clean output: which records are audited, their sentences, trimmed texts.
 
-With `--split-dir` the prepared records (optimized_metadata.jsonl: cleaned texts, chunks, ids, splits) are
-audited; otherwise DATA/--metadata is read record by record (`schema.iter_metadata`: bad lines are counted,
-never fatal), each text cleaned and chunked as `prepare` would, and the id computed the same way. A record
-whose image path leaves DATA or is not a regular file (`safepath.path_inside`) is skipped with its reason.
-A record's sentences are those of `text.split_sentences`, paragraph by paragraph; a trimmed text keeps its
-paragraphs minus the removed sentences. `clean_record` is what goes into clean_metadata.jsonl: the input record as it
-was, or with the trimmed appearance (and re-chunked appearance_chunks for prepared records).
+With `--split-dir` the prepared records are audited, otherwise DATA/--metadata as `data.records` reads it;
+a record without text, or whose image path leaves DATA or is not a regular file (`safepath.path_inside`),
+is skipped with its reason. Sentences are found paragraph by paragraph, so a trimmed text keeps its
+paragraphs; what goes into clean_metadata.jsonl is the input record as it was, or with its appearance
+trimmed (and re-chunked for a prepared record).
 """
 
 from __future__ import annotations
@@ -14,11 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from animatch.config import AuditConfig
-from animatch.data.prepare import record_id
+from animatch.data.records import NO_TEXT, prepared_metadata, read_metadata
 from animatch.data.safepath import UnsafePath, path_inside
-from animatch.data.schema import iter_metadata, read_jsonl
-from animatch.data.text import appearance_chunks, clean_text, split_sentences
-from animatch.errors import UserError
+from animatch.data.schema import read_jsonl
+from animatch.data.text import appearance_chunks, split_sentences
 
 
 def load_records(cfg: AuditConfig) -> tuple[list[dict], list[dict], str]:
@@ -26,10 +23,7 @@ def load_records(cfg: AuditConfig) -> tuple[list[dict], list[dict], str]:
 
     Every returned record has "id", a cleaned "appearance" and non-empty "appearance_chunks"."""
     if cfg.split_dir:
-        path = Path(cfg.split_dir) / "optimized_metadata.jsonl"
-        if not path.is_file():
-            raise UserError(f"no optimized_metadata.jsonl in {cfg.split_dir}: is it an `animatch prepare --out` "
-                            "directory?")
+        path = prepared_metadata(cfg.split_dir)
         records, skipped = [], []
         for n, record in enumerate(read_jsonl(path), start=1):
             reason = None if record.get("appearance_chunks") and isinstance(record.get("file_name"), str) \
@@ -40,20 +34,15 @@ def load_records(cfg: AuditConfig) -> tuple[list[dict], list[dict], str]:
             records.append(record)
         return records, skipped, str(path)
     path = Path(cfg.data) / cfg.metadata
-    records, skipped = [], []
-    for line_no, record, reason in iter_metadata(path):
-        if record is None:
-            skipped.append({"line": line_no, "reason": reason})
-            continue
-        text = clean_text(record["appearance"])
-        chunks = appearance_chunks(text) if text else []
-        if (reason := None if chunks else "empty appearance after cleaning") is None:
-            reason = _path_problem(cfg.data, record["file_name"])
+    records = []
+    read, skipped = read_metadata(path)
+    for record in read:
+        reason = _path_problem(cfg.data, record["file_name"]) if record["appearance_chunks"] else NO_TEXT
         if reason is not None:
-            skipped.append({"line": line_no, "reason": reason})
+            skipped.append({"line": record["_line"], "reason": reason})
             continue
-        records.append({**record, "id": record_id(record["file_name"]), "appearance": text,
-                        "appearance_chunks": chunks, "_raw": record})
+        records.append(record)
+    skipped.sort(key=lambda s: s["line"])
     return records, skipped, str(path)
 
 

@@ -88,9 +88,8 @@ def _trim_rescore(model: Any, processor: Any, cache: Any, image_emb: torch.Tenso
 
 def run_audit(cfg: AuditConfig, judge: Any = None) -> int:
     """Run the audit; `judge` (an object with `analyze_batch`) replaces the one --judge-model would load."""
-    from animatch.clip.embed import embed_texts
-    from animatch.clip.match import embed_sharded, open_sharded_clip
-    from animatch.data.prepare import title_key
+    from animatch.clip.embed import embed_sharded, embed_texts, open_sharded_clip
+    from animatch.data.records import title_key
 
     claim_output(cfg, "audit")
     records, skipped, source = load_records(cfg)
@@ -99,8 +98,8 @@ def run_audit(cfg: AuditConfig, judge: Any = None) -> int:
     started = time.perf_counter()
     state, model, processor, cache = open_sharded_clip(cfg)
     root = Path(cfg.data)
-    image_emb, ok, failures, cache_stats = embed_sharded(cfg, model, processor, [root / r["file_name"]
-                                                                                  for r in records], cache, state)
+    image_emb, ok, failures, cache_stats = embed_sharded(model, processor, [root / r["file_name"] for r in records],
+                                                         cache, state, batch_size=cfg.batch_size, workers=cfg.workers)
     if not state.is_main_process:
         return 0
     if len(ok) < 2:

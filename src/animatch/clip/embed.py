@@ -1,19 +1,18 @@
-"""Batched CLIP embedding of image files and texts: the one place that turns inputs into vectors.
+"""CLIP embedding of image files and texts: the one place that turns inputs into vectors, so that training
+validation, eval, match, index, audit and serve compare like with like.
 
-`embed_images` decodes files in DataLoader worker processes (`animatch.data.images.load_image`, then the
-processor's resize and centre crop as uint8, `animatch.data.pixels`), normalises each batch on the device,
-runs the vision tower in batches under `torch.inference_mode()` (autocast to bf16/fp16 on CUDA only) and
-reports unreadable files as `(path, reason)` instead of raising. `embed_texts` tokenises with the processor's
-tokenizer (padding, truncation at the model's 77 positions); `embed_chunked` mean-pools the normalised
-embeddings of each item's views (long appearance texts: `chunk_windows` of its chunks). Every result is an
-L2-normalised float32 CPU tensor. With an `animatch.clip.cache.EmbeddingCache`, only inputs missing from the cache are
-embedded.
+Every result is an L2-normalised float32 CPU tensor. Image files are decoded in worker processes (uint8 until
+the device, `data.pixels`), and one that cannot be read is reported as `(path, reason)`, never raised. A
+long appearance text is the mean of its views' embeddings (`chunk_windows` of its chunks, as training
+samples them). With an `clip.cache.EmbeddingCache` only inputs missing from it are embedded. Under
+`accelerate launch`, `open_sharded_clip` and `embed_sharded` split a folder's images across the processes.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -220,3 +219,42 @@ def embed_pil(model: Any, processor: Any, images: Sequence[Any], *, batch_size: 
             with _autocast(device):
                 out.append(_normalised(_features(model.get_image_features(pixel_values=pixels))))
     return torch.cat(out)
+
+
+def embed_sharded(model: Any, processor: Any, paths: list[Path], cache: Any, state: Any, *, batch_size: int,
+                  workers: int):
+    """Embed this process's share of `paths`; gather every share (global indices) on all processes."""
+    from accelerate.utils import gather_object
+
+    with state.split_between_processes(list(range(len(paths)))) as shard:
+        emb, ok, failures = embed_images(model, processor, [paths[i] for i in shard], batch_size=batch_size,
+                                         workers=workers, cache=cache, progress=state.is_local_main_process)
+        part = {"indices": [shard[i] for i in ok], "embeddings": emb, "failures": failures,
+                "stats": asdict(cache.stats) if cache is not None else {}}
+    parts = gather_object([part]) if state.num_processes > 1 else [part]
+    rows = {i: e for p in parts for i, e in zip(p["indices"], p["embeddings"])}
+    ok_indices = sorted(rows)
+    emb = torch.stack([rows[i] for i in ok_indices]) if rows else torch.empty(0, model.config.projection_dim)
+    failures = sorted(f for p in parts for f in p["failures"])
+    stats: dict[str, int] = {}
+    for p in parts:
+        for name, n in p["stats"].items():
+            stats[name] = stats.get(name, 0) + n
+    return emb, ok_indices, failures, stats
+
+
+def open_sharded_clip(cfg: Any) -> tuple[Any, Any, Any, Any]:
+    """(process state, model, processor, embedding cache or None) for a job that shards images across the
+    processes of `accelerate launch`; `cfg` has model, device, cache and cache_dir."""
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    from animatch.clip.cache import EmbeddingCache
+    from animatch.models.hub import load_clip
+
+    # Without cpu=True, accelerate ignores a CPU multi-process launch (ACCELERATE_USE_CPU) and runs N copies.
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available()
+                         or str(cfg.device).startswith("cpu"))
+    model, processor = load_clip(cfg.model, device=cfg.device or state.device)
+    cache = EmbeddingCache(Path(cfg.cache_dir).expanduser(), model, processor) if cfg.cache else None
+    return state, model, processor, cache

@@ -49,33 +49,20 @@ def build_faiss(vectors: torch.Tensor, ids: list[int], *, approximate_above: int
 
 def _load_records(cfg: IndexConfig) -> tuple[list[dict], list[dict]]:
     """(records to index, skipped {"line", "reason"}) from the prepared dir or the raw metadata."""
-    from animatch.data.schema import iter_metadata, load_split, read_jsonl, safe_records
+    from animatch.data.records import prepared_metadata, read_metadata
+    from animatch.data.schema import load_split, read_jsonl, safe_records
 
     if cfg.split_dir:
         if cfg.split:
             return load_split(cfg.split_dir, cfg.split), []
-        path = Path(cfg.split_dir) / "optimized_metadata.jsonl"
-        if not path.is_file():
-            raise UserError(f"--split-dir: {path} not found (run `animatch prepare` first)")
+        path = prepared_metadata(cfg.split_dir)
         return safe_records(read_jsonl(path), path), []
     if cfg.split:
         raise UserError("--split needs --split-dir")
-    from animatch.data.prepare import record_id
-    from animatch.data.text import appearance_chunks, clean_text
-
     path = Path(cfg.data) / "metadata.jsonl"
     if not path.is_file():
         raise UserError(f"--data: {path} not found")
-    records, skipped = [], []
-    for line_no, record, error in iter_metadata(path):
-        if record is None:
-            skipped.append({"line": line_no, "reason": error})
-            continue
-        record["appearance"] = clean_text(record.get("appearance") or "")
-        record["appearance_chunks"] = appearance_chunks(record["appearance"]) if record["appearance"] else []
-        record.setdefault("id", record_id(str(record["file_name"])))
-        records.append(record)
-    return records, skipped
+    return read_metadata(path)
 
 
 def _model_reference(model: str) -> str:
@@ -86,7 +73,7 @@ def _model_reference(model: str) -> str:
 def run_index(cfg: IndexConfig) -> int:
     from animatch.clip.cache import EmbeddingCache
     from animatch.clip.embed import embed_chunked, embed_images
-    from animatch.clip.match import record_chunks
+    from animatch.data.records import record_chunks
     from animatch.data.safepath import UnsafePath, path_inside
     from animatch.models.hub import load_clip
 

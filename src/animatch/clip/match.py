@@ -1,12 +1,11 @@
-"""`animatch match`: rank candidate characters (or free texts) for every image in a folder.
+"""`animatch match`: rank candidate characters (or free texts) for every image in a folder, the job only.
 
-Candidates are one per character of a metadata file (its appearance text, chunk-pooled as in training
-and evaluation) or free texts, one per line. Each image gets its top-k candidates with cosine and softmax
-probability at the model's logit scale; the run prints the first images' best matches (right or wrong where
-the metadata names the image's character) and writes `matches.jsonl`, `matches.csv`, heatmaps, `summary.json`,
-`report.md` and `config.yaml`. Unreadable images are listed with their reason. Under
-`accelerate launch` the images are sharded across processes and gathered, and the main process writes
-one output, the same as a single-process run's.
+Candidates come from `data.records` (one per character and title of a metadata file, its chunks pooled,
+or free texts), images are embedded across the processes of `accelerate launch` (`clip.embed`) and scored
+by `clip.matcher`. This module owns what the run shows and writes: which candidate is each image's true one
+(by file name or character name), `matches.jsonl`, `matches.csv`, heatmaps, `summary.json`, `report.md`,
+and the printed table of the first images' best matches. The main process writes one output, the same as a
+single-process run's.
 """
 
 from __future__ import annotations
@@ -15,60 +14,15 @@ import csv
 import io
 import json
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from animatch.config import MatchConfig
+from animatch.data.records import candidate_label, metadata_candidates, text_candidates
 from animatch.errors import UserError
 from animatch.runs import atomic_write_text, claim_output, markdown_table, write_run_files
 
-DECIMALS = 6
 SHOWN = 20  # images in the printed and reported tables; every image is in matches.csv / matches.jsonl
-
-
-def record_chunks(record: dict) -> list[str]:
-    """A record's appearance chunks: the prepared ones, else cleaned and chunked from `appearance`."""
-    chunks = [c for c in record.get("appearance_chunks") or [] if c.strip()]
-    if chunks:
-        return chunks
-    from animatch.data.text import appearance_chunks, clean_text
-
-    return appearance_chunks(clean_text(record.get("appearance") or ""))
-
-
-def metadata_candidates(path: str | Path) -> tuple[list[dict], list[list[str]], list[dict]]:
-    """One candidate per (character, title), its chunks pooled over all of its records.
-
-    Returns (candidates, chunks per candidate, skipped records as {"line", "reason"})."""
-    from animatch.data.schema import iter_metadata
-
-    candidates: dict[tuple[str, str], dict] = {}
-    chunks: dict[tuple[str, str], list[str]] = {}
-    skipped = []
-    for line_no, record, error in iter_metadata(path):
-        texts = record_chunks(record) if record is not None else []
-        if record is None or not texts:
-            skipped.append({"line": line_no, "reason": error or "no appearance text"})
-            continue
-        key = (str(record["character"]), str(record.get("title", "")))
-        candidates.setdefault(key, {"candidate": key[0], "title": key[1], "file_names": []})
-        candidates[key]["file_names"].append(str(record.get("file_name", "")))
-        chunks.setdefault(key, [])
-        chunks[key] += [t for t in texts if t not in chunks[key]]
-    return list(candidates.values()), [chunks[k] for k in candidates], skipped
-
-
-def text_candidates(path: str | Path) -> list[dict]:
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
-    return [{"candidate": line.strip(), "line": n} for n, line in enumerate(lines, 1) if line.strip()]
-
-
-def candidate_label(candidate: dict) -> str:
-    title = candidate.get("title")
-    return f"{candidate['candidate']} ({title})" if title else candidate["candidate"]
 
 
 def _name_key(name: str) -> str:
@@ -88,67 +42,10 @@ def true_candidates(files: list[Path], candidates: list[dict]) -> list[int | Non
     return [by_file.get(f.name, by_name.get(_name_key(f.stem))) for f in files]
 
 
-def score(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(cosine [N_img, N_txt], softmax over the candidates of logit_scale * cosine)."""
-    cosine = image_emb.float() @ text_emb.float().T
-    return cosine, torch.softmax(logit_scale * cosine, dim=1)
-
-
-def top_matches(cosine: torch.Tensor, prob: torch.Tensor, candidates: list[dict], top_k: int) -> list[list[dict]]:
-    """Per image, its top_k candidates (rank, candidate fields, cosine, probability), best first."""
-    k = min(top_k, cosine.shape[1])
-    order = torch.argsort(cosine, dim=1, descending=True, stable=True)[:, :k]
-    result = []
-    for row, cols in enumerate(order.tolist()):
-        result.append([{"rank": r + 1, **{f: v for f, v in candidates[c].items() if f != "file_names"},
-                        "cosine": round(float(cosine[row, c]), DECIMALS),
-                        "probability": round(float(prob[row, c]), DECIMALS)} for r, c in enumerate(cols)])
-    return result
-
-
-def embed_sharded(cfg: MatchConfig, model: Any, processor: Any, paths: list[Path], cache: Any, state: Any):
-    """Embed this process's share of `paths`; gather every share (global indices) on all processes."""
-    from accelerate.utils import gather_object
-
-    from animatch.clip.embed import embed_images
-
-    with state.split_between_processes(list(range(len(paths)))) as shard:
-        emb, ok, failures = embed_images(model, processor, [paths[i] for i in shard], batch_size=cfg.batch_size,
-                                         workers=cfg.workers, cache=cache, progress=state.is_local_main_process)
-        part = {"indices": [shard[i] for i in ok], "embeddings": emb, "failures": failures,
-                "stats": asdict(cache.stats) if cache is not None else {}}
-    parts = gather_object([part]) if state.num_processes > 1 else [part]
-    rows = {i: e for p in parts for i, e in zip(p["indices"], p["embeddings"])}
-    ok_indices = sorted(rows)
-    emb = torch.stack([rows[i] for i in ok_indices]) if rows else torch.empty(0, model.config.projection_dim)
-    failures = sorted(f for p in parts for f in p["failures"])
-    stats: dict[str, int] = {}
-    for p in parts:
-        for name, n in p["stats"].items():
-            stats[name] = stats.get(name, 0) + n
-    return emb, ok_indices, failures, stats
-
-
-def open_sharded_clip(cfg: Any) -> tuple[Any, Any, Any, Any]:
-    """(process state, model, processor, embedding cache or None) for a job that shards images across the
-    processes of `accelerate launch`; `cfg` has model, device, cache and cache_dir."""
-    from accelerate import PartialState
-    from accelerate.utils import parse_flag_from_env
-
-    from animatch.clip.cache import EmbeddingCache
-    from animatch.models.hub import load_clip
-
-    # Without cpu=True, accelerate ignores a CPU multi-process launch (ACCELERATE_USE_CPU) and runs N copies.
-    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available()
-                         or str(cfg.device).startswith("cpu"))
-    model, processor = load_clip(cfg.model, device=cfg.device or state.device)
-    cache = EmbeddingCache(Path(cfg.cache_dir).expanduser(), model, processor) if cfg.cache else None
-    return state, model, processor, cache
-
-
 def run_match(cfg: MatchConfig) -> int:
-    from animatch.clip.embed import embed_chunked, embed_texts
+    from animatch.clip.embed import embed_chunked, embed_sharded, embed_texts, open_sharded_clip
     from animatch.clip.heatmap import write_heatmaps
+    from animatch.clip.matcher import score, top_matches
     from animatch.data.images import list_image_files
     from animatch.data.safepath import UnsafePath, path_inside
 
@@ -173,7 +70,8 @@ def run_match(cfg: MatchConfig) -> int:
 
     started = time.perf_counter()
     state, model, processor, cache = open_sharded_clip(cfg)
-    emb, ok_indices, failures, stats = embed_sharded(cfg, model, processor, paths, cache, state)
+    emb, ok_indices, failures, stats = embed_sharded(model, processor, paths, cache, state,
+                                                     batch_size=cfg.batch_size, workers=cfg.workers)
     if not state.is_main_process:
         return 0
     if chunks:

@@ -8,6 +8,8 @@
 
 Results of a search are deduplicated by character (a character with several images or records appears
 once, at its best score). `Matcher.from_model` gives a matcher without an index, for `match` only.
+How image and text embeddings become a ranked match (`score`, `top_matches`) is written here, for this API
+and the `match` command alike.
 """
 
 from __future__ import annotations
@@ -26,6 +28,25 @@ from animatch.errors import UserError
 # Fetch this many times k hits before deduplicating by character, so k distinct characters remain.
 OVERSAMPLE = 4
 HNSW_EF_SEARCH = 128
+DECIMALS = 6  # of the cosines and probabilities of a match
+
+
+def score(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cosine [N_img, N_txt], softmax over the candidates of logit_scale * cosine)."""
+    cosine = image_emb.float() @ text_emb.float().T
+    return cosine, torch.softmax(logit_scale * cosine, dim=1)
+
+
+def top_matches(cosine: torch.Tensor, prob: torch.Tensor, candidates: list[dict], top_k: int) -> list[list[dict]]:
+    """Per image, its top_k candidates (rank, candidate fields, cosine, probability), best first."""
+    k = min(top_k, cosine.shape[1])
+    order = torch.argsort(cosine, dim=1, descending=True, stable=True)[:, :k]
+    result = []
+    for row, cols in enumerate(order.tolist()):
+        result.append([{"rank": r + 1, **{f: v for f, v in candidates[c].items() if f != "file_names"},
+                        "cosine": round(float(cosine[row, c]), DECIMALS),
+                        "probability": round(float(prob[row, c]), DECIMALS)} for r, c in enumerate(cols)])
+    return result
 
 
 @dataclass
@@ -144,7 +165,6 @@ class Matcher:
     def match(self, images: Sequence[Any], texts: Sequence[str], top_k: int = 5) -> MatchResult:
         """Score images (all paths, or all PIL images) against texts; unreadable files are listed, not raised."""
         from animatch.clip.embed import embed_images, embed_pil
-        from animatch.clip.match import score, top_matches
 
         if images and all(hasattr(im, "convert") for im in images):
             emb, ok, failures = embed_pil(self.model, self.processor, list(images), device=self.device), \

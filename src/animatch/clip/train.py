@@ -10,14 +10,13 @@ for long appearances, optional patch dropout (`clip.patch_dropout`) and length-b
 
 The loop does not stall at epoch boundaries: one DataLoader serves the whole run (`RunBatches`), so its
 workers live across epochs and prefetch the next epoch's batches while validation runs, and checkpoints are
-copied off the device and written on a background thread (`clip.checkpoint.BackgroundWriter`). The loader's
+copied off the device and written on a background thread (`training.checkpoint.BackgroundWriter`). The loader's
 workers start before the model loads.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import time
 from contextlib import nullcontext
@@ -30,16 +29,8 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import CLIPConfig, get_cosine_with_min_lr_schedule_with_warmup, get_wsd_schedule
 
-from animatch.clip.checkpoint import (
-    BackgroundWriter,
-    has_resume_state,
-    load_resume_state,
-    read_progress,
-    take_snapshot,
-    write_snapshot,
-)
-from animatch.clip.evaluation import validation_metrics
 from animatch.clip.losses import ClipLoss
+from animatch.clip.measures import validation_metrics
 from animatch.clip.patch_dropout import PatchDropout
 from animatch.clip.towers import ClipForward
 from animatch.config import TrainConfig
@@ -48,18 +39,18 @@ from animatch.data.pixels import PixelPipeline
 from animatch.data.schema import load_split
 from animatch.errors import UserError
 from animatch.models.hub import load_clip, load_clip_processor
-from animatch.runs import claim_output, cut_metrics, write_run_files
-from animatch.runtime import fresh_accelerator, honours_deterministic, optimizer_step
+from animatch.runs import claim_output, write_run_files
+from animatch.training import runtime
+from animatch.training.checkpoint import (
+    BackgroundWriter,
+    has_resume_state,
+    load_resume_state,
+    read_progress,
+    take_snapshot,
+    write_snapshot,
+)
 
 MAX_LOGIT_SCALE = math.log(100.0)  # CLIP's clamp: a larger temperature scale destabilises training
-
-
-def resolve_mixed_precision(choice: str) -> str:
-    if choice != "auto":
-        return choice
-    if not torch.cuda.is_available():
-        return "no"
-    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
 
 
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -133,7 +124,8 @@ class Trainer:
         self.bad_steps = 0
         if self.cfg.max_grad_norm > 0:
             self.acc.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
-        self.overflow_steps += optimizer_step(self.acc, self.optimizer)  # the scaler lowers its scale and goes on
+        # fp16: the scaler lowers its scale and goes on
+        self.overflow_steps += runtime.optimizer_step(self.acc, self.optimizer)
         self.optimizer.zero_grad(set_to_none=True)
         with torch.no_grad():
             logit_scale.clamp_(0, MAX_LOGIT_SCALE)
@@ -148,15 +140,15 @@ def _loader(dataset, batches: RunBatches, collator, cfg: TrainConfig, acc: Accel
                                        generator=torch.Generator().manual_seed(cfg.seed))
 
 
-@honours_deterministic
+@runtime.honours_deterministic
 def run_train(cfg: TrainConfig) -> int:
     out = claim_output(cfg, "train")
     if (out / "last").exists() and not cfg.resume:
         raise UserError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
     if cfg.resume and not has_resume_state(out / "last"):
         raise UserError(f"--resume: no resume state in {out / 'last'}")
-    acc = fresh_accelerator(mixed_precision=resolve_mixed_precision(cfg.mixed_precision),
-                            log_with=None if cfg.report_to == "none" else cfg.report_to, project_dir=str(out))
+    acc = runtime.fresh_accelerator(mixed_precision=runtime.resolve_mixed_precision(cfg.mixed_precision),
+                                    log_with=None if cfg.report_to == "none" else cfg.report_to, project_dir=str(out))
     set_seed(cfg.seed)
     source = str(out / "last") if cfg.resume else cfg.model
     processor = load_clip_processor(source)
@@ -204,7 +196,7 @@ def run_train(cfg: TrainConfig) -> int:
                                      scaler=acc.scaler)
     if acc.is_main_process:
         write_run_files(out, cfg)
-        cut_metrics(out / "metrics.jsonl", progress["global_step"] if cfg.resume else None)
+        runtime.cut_metrics(out / "metrics.jsonl", progress["global_step"] if cfg.resume else None)
     if cfg.report_to != "none":
         acc.init_trackers("animatch-train", config={k: str(v) for k, v in vars(cfg).items()})
 
@@ -240,7 +232,7 @@ def run_train(cfg: TrainConfig) -> int:
             if is_best:
                 progress["best_metric"] = last_val["mean_recall"]
             val_row = {f"val/{k}": v for k, v in last_val.items()}
-            log_metrics(acc, metrics_file, {"step": progress["global_step"], **val_row})
+            runtime.log_metrics(acc, metrics_file, {"step": progress["global_step"], **val_row})
             save(is_best, last_val)
             trainer.raw_model.train()
         acc.wait_for_everyone()
@@ -268,7 +260,7 @@ def run_train(cfg: TrainConfig) -> int:
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}",
                                 samples_s=f"{samples / (time.perf_counter() - started):.0f}")
             if progress["global_step"] % cfg.log_every == 0 or progress["global_step"] == total_steps:
-                log_metrics(acc, metrics_file, {
+                runtime.log_metrics(acc, metrics_file, {
                     "step": progress["global_step"], "epoch": progress["epoch"], "loss": loss,
                     "lr": scheduler.get_last_lr()[0], "logit_scale": trainer.raw_model.logit_scale.exp().item(),
                     "samples_per_s": samples / (time.perf_counter() - started),
@@ -294,13 +286,6 @@ def run_train(cfg: TrainConfig) -> int:
         progress["overflow_skipped_steps"] = trainer.overflow_steps
         _finish(cfg, out, progress, last_val, time.perf_counter() - started, samples)
     return 0
-
-
-def log_metrics(acc: Accelerator, path: Path, row: dict) -> None:
-    if acc.is_main_process:
-        with open(path, "a") as f:
-            f.write(json.dumps(row) + "\n")
-    acc.log({k: v for k, v in row.items() if isinstance(v, (int, float)) and k != "step"}, step=row["step"])
 
 
 def _finish(cfg: TrainConfig, out: Path, progress: dict, val: dict, seconds: float, samples: int) -> None:

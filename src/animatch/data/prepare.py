@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -28,6 +27,7 @@ from tqdm import tqdm
 
 from animatch.config import PrepareConfig
 from animatch.data.images import ImageLoadError, load_image_bytes
+from animatch.data.records import record_id, title_key
 from animatch.data.safepath import CONTROL_CHARACTERS, UnsafePath, name_problem, path_inside, read_bounded
 from animatch.data.schema import SPLITS, iter_metadata
 from animatch.data.text import (
@@ -61,14 +61,6 @@ class DropLog:
 
     def as_dict(self) -> dict:
         return {k: {"count": self.counts[k], "examples": self.examples[k]} for k in sorted(self.counts)}
-
-
-def title_key(title: str) -> str:
-    return " ".join(unicodedata.normalize("NFKC", title).casefold().split())
-
-
-def record_id(file_name: str) -> str:
-    return hashlib.sha1(file_name.encode("utf-8")).hexdigest()[:16]
 
 
 def assign_splits(title_keys: set[str], val_fraction: float, test_fraction: float,

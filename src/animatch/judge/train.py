@@ -3,7 +3,7 @@
 Methods lora / qlora / full and what each trains are `judge.trainable`'s; examples come from `judge.data` (the
 prompts and tokens of `animatch judge`). AdamW with warmup and a cosine (or linear, constant) schedule,
 gradient accumulation, clipping and mixed precision through accelerate; logs go to metrics.jsonl and
-TensorBoard. `last/` (the resume state: `clip.checkpoint`, safetensors + JSON, written atomically) is saved
+TensorBoard. `last/` (the resume state: `training.checkpoint`, safetensors + JSON, written atomically) is saved
 every `save_every` steps or each epoch; at the end `adapter/` (PEFT adapter + `mm_projector.safetensors`, for
 `animatch judge --adapter`) or, for `full`, `model/` (a whole checkpoint), and with `--merge` `merged/` (the
 adapter merged into the base: a plain checkpoint for `from_pretrained`). Under DeepSpeed or FSDP the
@@ -26,8 +26,6 @@ from accelerate.utils import DistributedType, set_seed
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from animatch.clip.checkpoint import STATE_DIR, has_resume_state, load_resume_state, save_checkpoint
-from animatch.clip.train import log_metrics, resolve_mixed_precision
 from animatch.config import JudgeTrainConfig
 from animatch.data.datasets import epoch_batches
 from animatch.data.schema import load_split
@@ -36,8 +34,16 @@ from animatch.judge import prompts
 from animatch.judge.data import ExampleCollator, JudgeExampleDataset
 from animatch.judge.loading import load_judge_model
 from animatch.judge.trainable import TrainedWeights, answer_loss, load_trainable, param_groups
-from animatch.runs import atomic_dir, claim_output, cut_metrics, write_run_files
-from animatch.runtime import fresh_accelerator, honours_deterministic, optimizer_step
+from animatch.runs import atomic_dir, claim_output, write_run_files
+from animatch.training.checkpoint import STATE_DIR, has_resume_state, load_resume_state, save_checkpoint
+from animatch.training.runtime import (
+    cut_metrics,
+    fresh_accelerator,
+    honours_deterministic,
+    log_metrics,
+    optimizer_step,
+    resolve_mixed_precision,
+)
 
 SHARDED = (DistributedType.DEEPSPEED, DistributedType.FSDP)
 

@@ -78,7 +78,7 @@ class Services:
 
     def character_candidate(self, record_id: str) -> dict | None:
         """A character of the index as a match candidate: its appearance text, labelled "name (title)"."""
-        from animatch.clip.match import candidate_label
+        from animatch.data.records import candidate_label
 
         record = self.records.get(record_id)
         if record is None:

@@ -1,20 +1,26 @@
-"""What a training run sets for the whole process, shared by `train` and `judge-train`.
+"""What a training run sets for the whole process, and its metrics log; shared by `train` and `judge-train`.
 
-accelerate keeps one state per process, so each run starts from a fresh one (`fresh_accelerator`);
-`--deterministic` switches the process to bit-reproducible kernels for the run and back after it
-(`deterministic_mode`, `honours_deterministic`); `optimizer_step` tells whether the fp16 GradScaler skipped a
-step because the gradients overflowed, so the loops can count and log it.
+accelerate keeps one state per process, so each run starts from a fresh one (`fresh_accelerator`) at the
+precision `resolve_mixed_precision` picks; `--deterministic` switches the process to bit-reproducible
+kernels for the run and back after it (`deterministic_mode`, `honours_deterministic`); `optimizer_step`
+tells whether the fp16 GradScaler skipped a step because the gradients overflowed, so the loops can count it.
+Metrics go to `metrics.jsonl` and the `--report-to` trackers (`log_metrics`); a resumed run first cuts the
+log back to its checkpoint's step (`cut_metrics`), so the steps it redoes appear once.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import os
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
+
+from animatch.runs import atomic_write_text
 
 
 def fresh_accelerator(**kwargs) -> Accelerator:
@@ -54,6 +60,15 @@ def deterministic_mode(enabled: bool):
             os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
 
 
+def resolve_mixed_precision(choice: str) -> str:
+    """`--mixed-precision auto`: bf16 on a GPU that has it, else fp16 on a GPU, else none (CPU)."""
+    if choice != "auto":
+        return choice
+    if not torch.cuda.is_available():
+        return "no"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
 def optimizer_step(acc: Accelerator, optimizer) -> bool:
     """`optimizer.step()`; True when the fp16 GradScaler skipped it because the gradients overflowed. Read from
     the scale, which the scaler then lowers: accelerate's `step_was_skipped` misses the skip of a fused optimizer
@@ -70,3 +85,29 @@ def honours_deterministic(run):
         with deterministic_mode(cfg.deterministic):
             return run(cfg)
     return wrapper
+
+
+def log_metrics(acc: Accelerator, path: Path, row: dict) -> None:
+    """Append `row` (which has "step") to `path` on the main process; its numbers go to the trackers."""
+    if acc.is_main_process:
+        with open(path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+    acc.log({k: v for k, v in row.items() if isinstance(v, (int, float)) and k != "step"}, step=row["step"])
+
+
+def cut_metrics(path: str | os.PathLike, last_step: int | None) -> None:
+    """Keep the rows of a metrics JSONL up to `last_step`, the step of the checkpoint a resumed run restarts
+    from, so that the steps it redoes are logged once; None (a fresh run) removes them all."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:  # a line cut short by the kill
+            continue
+        if last_step is not None and isinstance(row, dict) and isinstance(row.get("step"), int) \
+                and row["step"] <= last_step:
+            kept.append(line + "\n")
+    atomic_write_text(path, "".join(kept))
