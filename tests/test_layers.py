@@ -17,9 +17,6 @@ ALLOWED = {
     # The audit cascade batches pairs through the judge command's `judge_batch`; the lead removes this entry
     # with the judge builder / one `analyze_batch` driver (issue #16).
     ("animatch.audit.cascade", "animatch.judge.cli"),
-    # The tiny tokenizers' vocabulary comes from the synth command's `plan_records`; models/ is being edited
-    # by another change: moving `plan_records` to a library module (beside `data.synth_text`) removes it.
-    ("animatch.models.tokenizers", "animatch.data.synth"),
 }
 
 

@@ -30,7 +30,8 @@ def english_words() -> tuple[str, ...]:
 
 def training_corpus(n_records: int = 1500, seed: int = 0) -> list[str]:
     """Synthetic appearance/personality texts, attribute queries and Zipf-weighted English words."""
-    from animatch.data.synth import plan_records, query_text
+    from animatch.data.synth_plan import plan_records
+    from animatch.data.synth_text import query_text
 
     texts = []
     for record in plan_records(n_records, seed):
