@@ -24,7 +24,7 @@ from PIL import Image
 from animatch.clip.cache import EmbeddingCache
 from animatch.clip.embed import embed_images
 from animatch.clip.index import build_faiss
-from animatch.clip.matcher import HNSW_EF_SEARCH
+from animatch.clip.index import HNSW_EF_SEARCH
 from animatch.config import IndexConfig, SynthConfig
 from animatch.data.images import list_image_files
 from animatch.data.synth import run_synth

@@ -6,7 +6,10 @@ file_name, appearance), plus `index.json` (model, data root, counts, unreadable 
 and `report.md`. Indexes are exact inner product (`IndexFlatIP`) up to `approximate_above` vectors and
 HNSW above, where exact search gets slow. The dir is written atomically (temp dir + rename). Records
 come from a prepared dir (`--split-dir`, optionally one `--split`) or, without one, from
-DATA/metadata.jsonl cleaned and chunked on the fly. Querying lives in `animatch.clip.matcher.Matcher`.
+DATA/metadata.jsonl cleaned and chunked on the fly. `SearchIndex` opens an index for queries without
+torch; a text query runs on the NumPy text tower (`animatch.models.text_tower`) when `animatch index` has
+checked it against the full model, so answering one takes well under a second. Image queries, and the
+Python API, go through `animatch.clip.matcher.Matcher`.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ from pathlib import Path
 
 import faiss
 import numpy as np
-import torch
 
 from animatch.config import IndexConfig, SearchConfig
 from animatch.errors import UserError
@@ -24,10 +26,17 @@ from animatch.runs import atomic_dir, atomic_write_text, markdown_table, write_j
 
 RECORD_FIELDS = ("id", "character", "title", "file_name", "appearance")
 HNSW_EF_CONSTRUCTION = 80
+HNSW_EF_SEARCH = 128
+# Fetch this many times k hits before deduplicating by character, so k distinct characters remain.
+OVERSAMPLE = 4
+# The NumPy text tower answers text queries when its embeddings of these many indexed texts (and a short
+# query) agree with the full model's to this cosine (float32 agrees to ~1e-7; a GPU's autocast less).
+TOWER_CHECK_TEXTS, TOWER_CHECK_COSINE = 16, 0.999
 
 
-def build_faiss(vectors: torch.Tensor, ids: list[int], *, approximate_above: int, neighbors: int = 32):
-    """An inner-product index of L2-normalised `vectors` with the given ids: exact, or HNSW when large."""
+def build_faiss(vectors, ids: list[int], *, approximate_above: int, neighbors: int = 32):
+    """An inner-product index of L2-normalised `vectors` (a [N, D] tensor) with the given ids: exact, or HNSW
+    when large."""
     dim = int(vectors.shape[1])
     if len(ids) > approximate_above:
         inner = faiss.IndexHNSWFlat(dim, neighbors, faiss.METRIC_INNER_PRODUCT)
@@ -97,11 +106,14 @@ def run_index(cfg: IndexConfig) -> int:
                                            workers=cfg.workers, cache=cache)
     text_emb = embed_chunked(model, processor, [chunks[n] for n in with_text], cache=cache,
                              progress=True)
+    model_ref = _model_reference(cfg.model)
+    tower_checked = _text_tower_agrees(model_ref, model, processor, [c[0] for c in chunks if c])
     image_index = build_faiss(image_emb, ok, approximate_above=cfg.approximate_above, neighbors=cfg.hnsw_neighbors)
     text_index = build_faiss(text_emb, with_text, approximate_above=cfg.approximate_above,
                              neighbors=cfg.hnsw_neighbors)
     manifest = {
-        "model": _model_reference(cfg.model), "data": str(root.resolve()), "dim": int(image_emb.shape[1]),
+        "model": model_ref, "numpy_text_tower": tower_checked, "data": str(root.resolve()),
+        "dim": int(image_emb.shape[1]),
         "records": len(records), "images_indexed": len(ok), "texts_indexed": len(with_text),
         "image_index": type(faiss.downcast_index(image_index.index)).__name__,
         "text_index": type(faiss.downcast_index(text_index.index)).__name__,
@@ -119,6 +131,84 @@ def run_index(cfg: IndexConfig) -> int:
     return 0
 
 
+def _text_tower_agrees(model_ref: str, model, processor, texts: list[str]) -> bool:
+    """Whether the NumPy text tower gives this model's text embeddings (same tokens, cosine >= the bar)."""
+    from animatch.clip.embed import embed_texts
+    from animatch.models.text_tower import NumpyTextTower
+
+    tower = NumpyTextTower.load(model_ref)
+    if tower is None:
+        return False
+    probe = ["pink hair", *texts[:TOWER_CHECK_TEXTS]]
+    max_length = int(model.config.text_config.max_position_embeddings)
+    if any(processor.tokenizer(t, truncation=True, max_length=max_length)["input_ids"] != tower.token_ids(t)
+           for t in probe):
+        return False
+    full = embed_texts(model, processor, probe).float().cpu().numpy()
+    fast = np.concatenate([tower.embed(t) for t in probe])
+    return bool((full * fast).sum(1).min() >= TOWER_CHECK_COSINE)
+
+
+class SearchIndex:
+    """An index dir opened for queries: manifest, records and both faiss indexes (NumPy and faiss only)."""
+
+    def __init__(self, index_dir: str | Path):
+        self.dir = Path(index_dir)
+        self.manifest = read_manifest(index_dir)
+        with open(self.dir / "records.jsonl", encoding="utf-8") as f:
+            self.records = [json.loads(line) for line in f]
+        self.image_index = faiss.read_index(str(self.dir / "images.faiss"))
+        self.text_index = faiss.read_index(str(self.dir / "texts.faiss"))
+        for index in (self.image_index, self.text_index):
+            inner = faiss.downcast_index(index.index)
+            if isinstance(inner, faiss.IndexHNSWFlat):  # indexes written before the depth was stored in them
+                inner.hnsw.efSearch = max(inner.hnsw.efSearch, HNSW_EF_SEARCH)
+
+    def check_dim(self, dim: int) -> None:
+        if self.manifest["dim"] != dim:
+            raise UserError(f"index {self.dir} holds {self.manifest['dim']}-d vectors, the model gives {dim}-d")
+
+    def _search(self, index, query: np.ndarray, k: int) -> list[tuple[float, dict]]:
+        """The best k hits, one per character (its best score), for a [1, D] float32 query."""
+        if index.ntotal == 0 or k <= 0:
+            return []
+        scores, ids = index.search(np.ascontiguousarray(query, dtype=np.float32), min(index.ntotal, k * OVERSAMPLE))
+        hits, seen = [], set()
+        for score, i in zip(scores[0].tolist(), ids[0].tolist()):
+            if i < 0:  # faiss pads with -1 when it finds fewer hits
+                break
+            record = self.records[i]
+            who = (record.get("character"), record.get("title"))
+            if who in seen:
+                continue
+            seen.add(who)
+            hits.append((score, record))
+            if len(hits) == k:
+                break
+        return hits
+
+    def image_hits(self, query: np.ndarray, k: int) -> list[dict]:
+        """Characters whose images best match a text embedding: rank, score, character, title, image, id."""
+        root = Path(self.manifest["data"])
+        return [{"rank": n, "score": round(s, 6), "character": r.get("character"), "title": r.get("title"),
+                 "image": str(root / r["file_name"]), "id": r.get("id")}
+                for n, (s, r) in enumerate(self._search(self.image_index, query, k), 1)]
+
+    def text_hits(self, query: np.ndarray, k: int) -> list[dict]:
+        """Characters whose descriptions best match an image embedding: rank, score, character, title,
+        appearance, id."""
+        return [{"rank": n, "score": round(s, 6), "character": r.get("character"), "title": r.get("title"),
+                 "appearance": r.get("appearance"), "id": r.get("id")}
+                for n, (s, r) in enumerate(self._search(self.text_index, query, k), 1)]
+
+
+def read_manifest(index_dir: str | Path) -> dict:
+    path = Path(index_dir) / "index.json"
+    if not path.is_file():
+        raise UserError(f"{index_dir} is not an index dir (no index.json); build one with `animatch index`")
+    return json.loads(path.read_text())
+
+
 def _index_report(m: dict) -> str:
     lines = ["# animatch index", "", f"Model: `{m['model']}`; data: `{m['data']}`.", "",
              markdown_table([{"records": m["records"], "images indexed": m["images_indexed"],
@@ -132,17 +222,24 @@ def _index_report(m: dict) -> str:
 
 
 def run_search(cfg: SearchConfig) -> int:
-    from animatch.clip.matcher import Matcher
-
     if (cfg.query is None) == (cfg.image is None):
         raise UserError("give a text QUERY or --image PATH (exactly one)")
-    matcher = Matcher.from_index(cfg.index, device=cfg.device)
-    if cfg.query is not None:
-        results = matcher.search_text(cfg.query, k=cfg.k)
-        columns = ["rank", "score", "character", "title", "image"]
+    manifest, tower = read_manifest(cfg.index), None
+    if cfg.query is not None and manifest.get("numpy_text_tower"):
+        from animatch.models.text_tower import NumpyTextTower
+
+        tower = NumpyTextTower.load(manifest["model"])
+    if tower is not None:  # no torch: the NumPy text tower, checked against this model when the index was built
+        index = SearchIndex(cfg.index)
+        index.check_dim(tower.projection_dim)
+        results = index.image_hits(tower.embed(cfg.query), cfg.k)
     else:
-        results = matcher.search_image(cfg.image, k=cfg.k)
-        columns = ["rank", "score", "character", "title", "appearance"]
+        from animatch.clip.matcher import Matcher
+
+        matcher = Matcher.from_index(cfg.index, device=cfg.device)
+        results = matcher.search_text(cfg.query, k=cfg.k) if cfg.query is not None else \
+            matcher.search_image(cfg.image, k=cfg.k)
+    columns = ["rank", "score", "character", "title", "image" if cfg.query is not None else "appearance"]
     if cfg.json:
         print(json.dumps(results, ensure_ascii=False, indent=2))
     else:
