@@ -41,6 +41,7 @@ def build_faiss(vectors, ids: list[int], *, approximate_above: int, neighbors: i
     if len(ids) > approximate_above:
         inner = faiss.IndexHNSWFlat(dim, neighbors, faiss.METRIC_INNER_PRODUCT)
         inner.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+        inner.hnsw.efSearch = HNSW_EF_SEARCH  # saved with the index
     else:
         inner = faiss.IndexFlatIP(dim)
     index = faiss.IndexIDMap(inner)
