@@ -57,22 +57,30 @@ def _latency_ms(index, queries: np.ndarray) -> tuple[float, float]:
     return float(np.percentile(times, 50) * 1000), float(np.percentile(times, 99) * 1000)
 
 
-def search_figures(vectors: np.ndarray, queries: np.ndarray) -> dict:
+def search_figures(vectors: np.ndarray, queries: np.ndarray, depths: list[int]) -> dict:
     """p50/p99 of the exact index and of the index `animatch index` builds at this size (its default threshold
-    and settings), plus the latter's build time and recall@10 against exact search."""
+    and settings), plus the latter's build time and recall@10 against exact search; then the same for each
+    other search depth (efSearch) in `depths`."""
     n = len(vectors)
     exact = build_faiss(torch.from_numpy(vectors), list(range(n)), approximate_above=n)
     start = time.perf_counter()
     default = build_faiss(torch.from_numpy(vectors), list(range(n)), approximate_above=IndexConfig.approximate_above,
                           neighbors=IndexConfig.hnsw_neighbors)
     built = time.perf_counter() - start
-    truth, found = exact.search(queries, 10)[1], default.search(queries, 10)[1]
-    recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(truth, found)]))
+    truth = exact.search(queries, 10)[1]
     inner = faiss.downcast_index(default.index)
-    kind = type(inner).__name__ + (f" M={IndexConfig.hnsw_neighbors} efConstruction={inner.hnsw.efConstruction} "
-                                   f"efSearch={inner.hnsw.efSearch}" if hasattr(inner, "hnsw") else "")
-    return {"exact": _latency_ms(exact, queries), "default": _latency_ms(default, queries), "kind": kind,
-            "build_s": built, "recall": recall, "n": n, "dim": vectors.shape[1]}
+    kind = type(inner).__name__ + (f" M={IndexConfig.hnsw_neighbors} efConstruction={inner.hnsw.efConstruction}"
+                                   if hasattr(inner, "hnsw") else "")
+    shipped = inner.hnsw.efSearch if hasattr(inner, "hnsw") else None
+    found: dict = {}
+    for depth in [shipped, *(d for d in depths if d != shipped and hasattr(inner, "hnsw"))]:
+        if depth is not None:
+            inner.hnsw.efSearch = depth
+        hits = default.search(queries, 10)[1]
+        found[depth] = (_latency_ms(default, queries),
+                        float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(truth, hits)])))
+    return {"exact": _latency_ms(exact, queries), "approximate": found, "shipped": shipped, "kind": kind,
+            "build_s": built, "n": n, "dim": vectors.shape[1]}
 
 
 def random_set(n: int = 100_000, dim: int = 512, queries: int = 500) -> tuple[np.ndarray, np.ndarray]:
@@ -107,23 +115,27 @@ def main() -> None:
                         "measure search over its embeddings of --search-n synthetic descriptions")
     parser.add_argument("--search-n", type=int, default=100_000, help="vectors in each search measurement")
     parser.add_argument("--skip-embedding", action="store_true", help="measure search only")
+    parser.add_argument("--ef-search", type=int, nargs="*", default=[], help="also measure these HNSW search depths")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if not args.skip_embedding:
             embedding(args, tmp)
         searches = {f"{args.search_n // 1000}k random 512-d vectors (recall here means little: no structure)":
-                    search_figures(*random_set(args.search_n))}
+                    search_figures(*random_set(args.search_n), args.ef_search)}
         if args.search_model:
             searches[f"{args.search_n // 1000}k descriptions embedded by {args.search_model}, queried with images"] = \
-                search_figures(*trained_set(args.search_model, tmp, args.search_n, 500, args.workers))
+                search_figures(*trained_set(args.search_model, tmp, args.search_n, 500, args.workers),
+                               args.ef_search)
     print(f"faiss, k=10, one query at a time, {torch.get_num_threads()} threads (goal: p50 < 20 ms; the approximate "
           "index recall@10 >= 0.95 against exact on trained embeddings at p50 <= 5 ms):")
     for name, f in searches.items():
         print(f"  {name}: {f['n']} x {f['dim']}-d")
         print(f"    exact IndexFlatIP        : p50 {f['exact'][0]:6.2f} ms, p99 {f['exact'][1]:6.2f} ms")
-        print(f"    animatch index's default : p50 {f['default'][0]:6.2f} ms, p99 {f['default'][1]:6.2f} ms, "
-              f"recall@10 vs exact {f['recall']:.3f} ({f['kind']}, built in {f['build_s']:.0f} s)")
+        for depth, ((p50, p99), recall) in f["approximate"].items():
+            name = "animatch index's default" if depth == f["shipped"] else f"the same, efSearch={depth}"
+            about = f" ({f['kind']} efSearch={depth}, built in {f['build_s']:.0f} s)" if depth == f["shipped"] else ""
+            print(f"    {name:25}: p50 {p50:6.2f} ms, p99 {p99:6.2f} ms, recall@10 vs exact {recall:.3f}{about}")
 
 
 def embedding(args, tmp: Path) -> None:

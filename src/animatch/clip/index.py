@@ -26,7 +26,7 @@ from animatch.runs import atomic_dir, atomic_write_text, markdown_table, write_j
 
 RECORD_FIELDS = ("id", "character", "title", "file_name", "appearance")
 HNSW_EF_CONSTRUCTION = 80
-HNSW_EF_SEARCH = 128
+HNSW_EF_SEARCH = 256
 # Fetch this many times k hits before deduplicating by character, so k distinct characters remain.
 OVERSAMPLE = 4
 # The NumPy text tower answers text queries when its embeddings of these many indexed texts (and a short
