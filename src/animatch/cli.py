@@ -34,6 +34,8 @@ COMMANDS: dict[str, tuple[type, str, str]] = {
                  "fetch AniPersonaCaps from the Hugging Face Hub"),
     "init-model": (config.InitModelConfig, "animatch.models.tiny:run_init_model",
                    "build a tiny offline checkpoint (clip-tiny, clip-small, llava-tiny)"),
+    "import-checkpoint": (config.ImportCheckpointConfig, "animatch.models.import_checkpoint:run_import_checkpoint",
+                          "turn a PyTorch .pth CLIP state dict (the reference's best_model.pth) into a checkpoint dir"),
     "train": (config.TrainConfig, "animatch.clip.train:run_train", "fine-tune CLIP with global negatives"),
     "eval": (config.EvalConfig, "animatch.clip.evaluation:run_eval",
              "evaluate CLIP: accuracy, Recall@K, cosine gap, BLEU/ROUGE"),
@@ -113,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_line, description=(cls.__doc__ or help_line).strip(),
                            formatter_class=_formatter)
         _add_options(p, cls)
+        p.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                       help="also show the libraries' progress bars and warnings (hidden by default)")
     return parser
 
 
@@ -174,6 +178,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     cls, target, _ = COMMANDS[command]
+    if not args.pop("verbose", False):
+        from animatch.logs import quiet_libraries
+
+        quiet_libraries()
     try:
         cfg = resolve_config(cls, args)
         module, func = target.split(":")

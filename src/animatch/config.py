@@ -387,6 +387,17 @@ class InitModelConfig(OutputOptions):
     seed: int = opt(0, "seed of the random initialisation", bounds=SEED)
 
 
+@dataclass
+class ImportCheckpointConfig(OutputOptions):
+    """Turn a PyTorch CLIP state dict (.pth, e.g. the reference project's best_model.pth) into a checkpoint dir."""
+    checkpoint: str = opt(help="the .pth file: a CLIPModel state dict, bare or under model_state_dict / "
+                               "state_dict / model, DDP's module. prefix allowed", required=True, exists="file",
+                          positional=True)
+    out: str = opt(help="output checkpoint dir (model.safetensors, config.json, processor)", required=True)
+    base: str = opt(DEFAULT_CLIP, "the CLIP checkpoint it was fine-tuned from (hub id or dir): architecture, "
+                                  "processor, and every key and shape checked against it")
+
+
 # ---------------------------------------------------------------------------------------------- CLIP
 @dataclass
 class TrainConfig(TrainingLoopOptions, OutputOptions):

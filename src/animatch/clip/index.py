@@ -6,7 +6,11 @@ file_name, appearance), plus `index.json` (model, data root, counts, unreadable 
 and `report.md`. Indexes are exact inner product (`IndexFlatIP`) up to `approximate_above` vectors and
 HNSW above, where exact search gets slow. The dir is written atomically (temp dir + rename). Records
 come from a prepared dir (`--split-dir`, optionally one `--split`) or, without one, from
-DATA/metadata.jsonl cleaned and chunked on the fly. Querying lives in `animatch.clip.matcher.Matcher`.
+DATA/metadata.jsonl cleaned and chunked on the fly. `SearchIndex` opens an index for queries without
+torch; a text query runs on the NumPy text tower (`animatch.models.text_tower`) when `animatch index` has
+checked it against the full model (`clip.search_index`), so answering one takes well under a second. Image
+queries, and the
+Python API, go through `animatch.clip.matcher.Matcher`.
 """
 
 from __future__ import annotations
@@ -15,9 +19,8 @@ import json
 from pathlib import Path
 
 import faiss
-import numpy as np
-import torch
 
+from animatch.clip.search_index import SearchIndex, build_faiss, read_manifest, text_tower_agrees
 from animatch.config import IndexConfig, SearchConfig
 from animatch.errors import UserError
 from animatch.runs import (
@@ -30,21 +33,6 @@ from animatch.runs import (
 )
 
 RECORD_FIELDS = ("id", "character", "title", "file_name", "appearance")
-HNSW_EF_CONSTRUCTION = 80
-
-
-def build_faiss(vectors: torch.Tensor, ids: list[int], *, approximate_above: int, neighbors: int = 32):
-    """An inner-product index of L2-normalised `vectors` with the given ids: exact, or HNSW when large."""
-    dim = int(vectors.shape[1])
-    if len(ids) > approximate_above:
-        inner = faiss.IndexHNSWFlat(dim, neighbors, faiss.METRIC_INNER_PRODUCT)
-        inner.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
-    else:
-        inner = faiss.IndexFlatIP(dim)
-    index = faiss.IndexIDMap(inner)
-    if ids:
-        index.add_with_ids(np.ascontiguousarray(vectors.numpy(), dtype=np.float32), np.asarray(ids, dtype=np.int64))
-    return index
 
 
 def _load_records(cfg: IndexConfig) -> tuple[list[dict], list[dict]]:
@@ -99,11 +87,14 @@ def run_index(cfg: IndexConfig) -> int:
     ok, failures = [inside[i][0] for i in ok], failures + failed
     text_emb = embed_chunked(model, processor, [chunks[n] for n in with_text], batch_size=cfg.batch_size,
                              cache=cache, progress=True)
+    model_ref = _model_reference(cfg.model)
+    tower_checked = text_tower_agrees(model_ref, model, processor, [c[0] for c in chunks if c])
     image_index = build_faiss(image_emb, ok, approximate_above=cfg.approximate_above, neighbors=cfg.hnsw_neighbors)
     text_index = build_faiss(text_emb, with_text, approximate_above=cfg.approximate_above,
                              neighbors=cfg.hnsw_neighbors)
     manifest = {
-        "model": _model_reference(cfg.model), "data": str(root.resolve()), "dim": int(image_emb.shape[1]),
+        "model": model_ref, "numpy_text_tower": tower_checked, "data": str(root.resolve()),
+        "dim": int(image_emb.shape[1]),
         "records": len(records), "images_indexed": len(ok), "texts_indexed": len(with_text),
         "image_index": type(faiss.downcast_index(image_index.index)).__name__,
         "text_index": type(faiss.downcast_index(text_index.index)).__name__,
@@ -134,17 +125,24 @@ def _index_report(m: dict) -> str:
 
 
 def run_search(cfg: SearchConfig) -> int:
-    from animatch.clip.matcher import Matcher
-
     if (cfg.query is None) == (cfg.image is None):
         raise UserError("give a text QUERY or --image PATH (exactly one)")
-    matcher = Matcher.from_index(cfg.index, device=cfg.device)
-    if cfg.query is not None:
-        results = matcher.search_text(cfg.query, k=cfg.k)
-        columns = ["rank", "score", "character", "title", "image"]
+    manifest, tower = read_manifest(cfg.index), None
+    if cfg.query is not None and manifest.get("numpy_text_tower"):
+        from animatch.models.text_tower import NumpyTextTower
+
+        tower = NumpyTextTower.load(manifest["model"])
+    if tower is not None:  # no torch: the NumPy text tower, checked against this model when the index was built
+        index = SearchIndex(cfg.index)
+        index.check_dim(tower.projection_dim)
+        results = index.image_hits(tower.embed(cfg.query), cfg.k)
     else:
-        results = matcher.search_image(cfg.image, k=cfg.k)
-        columns = ["rank", "score", "character", "title", "appearance"]
+        from animatch.clip.matcher import Matcher
+
+        matcher = Matcher.from_index(cfg.index, device=cfg.device)
+        results = matcher.search_text(cfg.query, k=cfg.k) if cfg.query is not None else \
+            matcher.search_image(cfg.image, k=cfg.k)
+    columns = ["rank", "score", "character", "title", "image" if cfg.query is not None else "appearance"]
     if cfg.json:
         print(json.dumps(results, ensure_ascii=False, indent=2))
     else:

@@ -14,20 +14,16 @@ and the `match` command alike.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import faiss
 import torch
 
+from animatch.clip.search_index import SearchIndex, read_manifest
 from animatch.errors import UserError
 
-# Fetch this many times k hits before deduplicating by character, so k distinct characters remain.
-OVERSAMPLE = 4
-HNSW_EF_SEARCH = 128
 DECIMALS = 6  # of the cosines and probabilities of a match
 
 
@@ -73,21 +69,10 @@ class Matcher:
         self.model, self.processor = model, processor
         self.device = next(model.parameters()).device if device is None else torch.device(device)
         model.to(self.device).eval()
-        self.index_dir = Path(index_dir) if index_dir is not None else None
-        self.records: list[dict] = []
-        if self.index_dir is not None:
-            self.manifest = json.loads((self.index_dir / "index.json").read_text())
-            dim = int(model.config.projection_dim)
-            if self.manifest["dim"] != dim:
-                raise UserError(f"index {index_dir} holds {self.manifest['dim']}-d vectors, the model gives {dim}-d")
-            with open(self.index_dir / "records.jsonl", encoding="utf-8") as f:
-                self.records = [json.loads(line) for line in f]
-            self.image_index = faiss.read_index(str(self.index_dir / "images.faiss"))
-            self.text_index = faiss.read_index(str(self.index_dir / "texts.faiss"))
-            for index in (self.image_index, self.text_index):
-                inner = faiss.downcast_index(index.index)
-                if isinstance(inner, faiss.IndexHNSWFlat):
-                    inner.hnsw.efSearch = HNSW_EF_SEARCH
+        self.index = SearchIndex(index_dir) if index_dir is not None else None
+        self.records, self.manifest = (self.index.records, self.index.manifest) if self.index else ([], {})
+        if self.index is not None:
+            self.index.check_dim(int(model.config.projection_dim))
 
     @classmethod
     def from_model(cls, model: str, *, device: Any = None) -> Matcher:
@@ -100,10 +85,7 @@ class Matcher:
     def from_index(cls, index_dir: str | Path, *, device: Any = None) -> Matcher:
         from animatch.models.hub import load_clip
 
-        path = Path(index_dir) / "index.json"
-        if not path.is_file():
-            raise UserError(f"{index_dir} is not an index dir (no index.json); build one with `animatch index`")
-        clip, processor = load_clip(json.loads(path.read_text())["model"], device=device)
+        clip, processor = load_clip(read_manifest(index_dir)["model"], device=device)
         return cls(clip, processor, index_dir=index_dir)
 
     @property
@@ -127,40 +109,19 @@ class Matcher:
                 raise UserError(f"cannot read image {image}: {e.reason}") from None
         return embed_pil(self.model, self.processor, [image], device=self.device)
 
-    def _search(self, which: str, query: torch.Tensor, k: int) -> list[tuple[float, dict]]:
-        if self.index_dir is None:
+    def _index(self) -> SearchIndex:
+        if self.index is None:
             raise UserError("this Matcher has no index; use Matcher.from_index(index_dir)")
-        index = getattr(self, which)
-        if index.ntotal == 0 or k <= 0:
-            return []
-        scores, ids = index.search(query.numpy(), min(index.ntotal, k * OVERSAMPLE))
-        hits, seen = [], set()
-        for score, i in zip(scores[0].tolist(), ids[0].tolist()):
-            if i < 0:  # faiss pads with -1 when it finds fewer hits
-                break
-            record = self.records[i]
-            who = (record.get("character"), record.get("title"))
-            if who in seen:
-                continue
-            seen.add(who)
-            hits.append((score, record))
-            if len(hits) == k:
-                break
-        return hits
+        return self.index
 
     def search_text(self, query: str, k: int = 10) -> list[dict]:
         """Characters whose images best match a text: rank, score, character, title, image path, id."""
-        hits = self._search("image_index", self.embed_texts([query]), k)
-        root = Path(self.manifest["data"])
-        return [{"rank": n, "score": round(s, 6), "character": r.get("character"), "title": r.get("title"),
-                 "image": str(root / r["file_name"]), "id": r.get("id")} for n, (s, r) in enumerate(hits, 1)]
+        return self._index().image_hits(self.embed_texts([query]).numpy(), k)
 
     def search_image(self, image: Any, k: int = 10) -> list[dict]:
         """Characters whose descriptions best match an image (path or PIL): rank, score, character, title,
         appearance, id."""
-        return [{"rank": n, "score": round(s, 6), "character": r.get("character"), "title": r.get("title"),
-                 "appearance": r.get("appearance"), "id": r.get("id")}
-                for n, (s, r) in enumerate(self._search("text_index", self.embed_image(image), k), 1)]
+        return self._index().text_hits(self.embed_image(image).numpy(), k)
 
     def match(self, images: Sequence[Any], texts: Sequence[str], top_k: int = 5) -> MatchResult:
         """Score images (all paths, or all PIL images) against texts; unreadable files are listed, not raised."""
