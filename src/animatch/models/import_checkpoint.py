@@ -92,7 +92,6 @@ def import_checkpoint(cfg: ImportCheckpointConfig) -> dict:
     """Write cfg.checkpoint's weights on cfg.base's architecture and processor to cfg.out; return the metrics."""
     from animatch.models.hub import load_clip
 
-    out = claim_output(cfg, "import-checkpoint")
     state, notes = read_state_dict(cfg.checkpoint)
     model, processor = load_clip(cfg.base, device="cpu", dtype=torch.float32)
     problems = check_against(state, model)
@@ -101,6 +100,8 @@ def import_checkpoint(cfg: ImportCheckpointConfig) -> dict:
     not_finite = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if not_finite:
         raise UserError(f"{cfg.checkpoint}: {len(not_finite)} tensors hold NaN or inf: {_listed(not_finite)}")
+    # Claimed once the file is known to fit: a refused import leaves no --out behind (the dir is written whole).
+    out = claim_output(cfg, "import-checkpoint")
     dtypes = sorted({str(v.dtype).removeprefix("torch.") for v in state.values()})
     model.load_state_dict(state, strict=True)
     metrics = {"checkpoint": str(Path(cfg.checkpoint).resolve()), "base": cfg.base, "tensors": len(state),
