@@ -66,13 +66,15 @@ def test_a_shared_option_name_means_one_thing(name):
         assert len(described) == 1
 
 
-@pytest.mark.parametrize("name", ["threshold", "max_description_tokens", "max_analysis_tokens"])
+@pytest.mark.parametrize("name", ["threshold", "max_description_tokens", "max_analysis_tokens", "dtype",
+                                  "load_in_4bit", "attn_implementation"])
 def test_the_judge_options_of_audit_and_serve_match_the_judges(name):
     judge = next(f for f in dataclasses.fields(config.JudgeConfig) if f.name == name)
     for cls in (config.AuditConfig, config.ServeConfig, config.JudgeEvalConfig):
         prefixed = name if cls is config.JudgeEvalConfig else "judge_" + name
         f = next(f for f in dataclasses.fields(cls) if f.name == prefixed)
-        assert (f.default, f.metadata["bounds"]) == (judge.default, judge.metadata["bounds"])
+        meta = ("bounds", "choices")
+        assert (f.default, *map(f.metadata.get, meta)) == (judge.default, *map(judge.metadata.get, meta))
         assert judge.metadata["help"] in f.metadata["help"]
 
 

@@ -12,14 +12,6 @@ from animatch.cli import COMMANDS
 
 PACKAGE = Path(animatch.__file__).parent
 
-# Known violations, each to be removed by the change that fixes it (the test fails once one is gone).
-ALLOWED = {
-    # The audit cascade batches pairs through the judge command's `judge_batch`; the lead removes this entry
-    # with the judge builder / one `analyze_batch` driver (issue #16).
-    ("animatch.audit.cascade", "animatch.judge.cli"),
-}
-
-
 def _module_name(path: Path) -> str:
     parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
@@ -69,9 +61,7 @@ def test_the_import_reader_sees_lazy_relative_and_submodule_imports(tmp_path, mo
 
 def test_only_the_cli_imports_a_commands_entry_point_module():
     assert "animatch.audit.run" in _entry_modules() and len(_entry_modules()) >= 10
-    violations = _job_imports()
-    assert violations - ALLOWED == set(), "library modules import a job (an entry-point module of cli.COMMANDS)"
-    assert ALLOWED - violations == set(), "fixed: remove these entries from ALLOWED"
+    assert _job_imports() == set(), "library modules import a job (an entry-point module of cli.COMMANDS)"
 
 
 def test_judge_imports_nothing_from_clip():

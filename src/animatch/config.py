@@ -279,10 +279,11 @@ class JudgeGenerationOptions(Options):
 
 
 def judge_option(name: str) -> Any:
-    """Option `judge_<name>` of a command that runs the judge beside its own work: the same default, range
-    and meaning as the judge's `name`."""
-    f = next(f for f in fields(JudgeGenerationOptions) if f.name == name)
-    return opt(f.default, "judge " + f.metadata["help"], bounds=f.metadata["bounds"])
+    """Option `judge_<name>` of a command that runs the judge beside its own work: the same default, choices,
+    range and meaning as the judge's `name`."""
+    f = next(f for group in (JudgeModelOptions, JudgeGenerationOptions, AttentionOptions) for f in fields(group)
+             if f.name == name)
+    return opt(f.default, "judge " + f.metadata["help"], choices=f.metadata["choices"], bounds=f.metadata["bounds"])
 
 
 @dataclass
@@ -295,6 +296,9 @@ class JudgeVerifierOptions(AdapterOptions):
                                 bounds=AT_LEAST_1)
     judge_max_description_tokens: int = judge_option("max_description_tokens")
     judge_max_analysis_tokens: int = judge_option("max_analysis_tokens")
+    judge_dtype: Optional[str] = judge_option("dtype")
+    judge_load_in_4bit: bool = judge_option("load_in_4bit")
+    judge_attn_implementation: str = judge_option("attn_implementation")
 
     def check(self) -> None:
         super().check()
@@ -597,7 +601,7 @@ class JudgeTrainConfig(TrainingLoopOptions, CandidateTextOptions, OutputOptions)
 
 @dataclass
 class JudgeEvalConfig(DatasetOptions, EvaluationSplitOptions, JudgeModelOptions, JudgeGenerationOptions,
-                      CandidateTextOptions, BaselineOptions, OutputOptions):
+                      AttentionOptions, CandidateTextOptions, BaselineOptions, OutputOptions):
     """Evaluate the judge on test-split pairs: verdict accuracy + ROC-AUC, keyword Recall@K, BLEU/ROUGE, cosine."""
     out: str = opt(help="output dir: judge_eval.json, judge_eval.md, score_hist.png, pairs_<model>.jsonl",
                    required=True)

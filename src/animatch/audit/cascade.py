@@ -12,9 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
-from animatch.judge.cli import judge_batch
+from animatch.judge.batching import analyze_in_batches
 
 JUDGE_FIELDS = ("score", "match", "status", "analysis", "description", "error")
 
@@ -36,13 +35,11 @@ def run_cascade(judge: Any, rows: list[dict], pairs: list[tuple[str, str]], flag
     """Judge `pairs[i]` = (image path, text) for i in flagged + sampled; add the verdict to `rows[i]["judge"]`
     and settle `rows[i]["flag"]`. Returns the cascade's summary."""
     todo = [(i, "flagged") for i in flagged] + [(i, "sample") for i in sampled]
-    batches = [todo[s:s + batch_size] for s in range(0, len(todo), batch_size)]
-    for batch in tqdm(batches, desc="judging", unit="batch", disable=not progress or not batches):
-        results = judge_batch(judge, [{"path": pairs[i][0], "text": pairs[i][1]} for i, _ in batch])
-        for (i, role), result in zip(batch, results):
-            rows[i]["judge"] = {"role": role, **{k: result.get(k) for k in JUDGE_FIELDS}}
-            if role == "flagged" and clears and result.get("status") == "ok" and result.get("match"):
-                rows[i]["flag"] = False
+    results = analyze_in_batches(judge, [pairs[i] for i, _ in todo], batch_size, desc="judging" if progress else None)
+    for (i, role), result in zip(todo, results):
+        rows[i]["judge"] = {"role": role, **{k: result.get(k) for k in JUDGE_FIELDS}}
+        if role == "flagged" and clears and result.get("status") == "ok" and result.get("match"):
+            rows[i]["flag"] = False
 
     def judged(role: str) -> list[dict]:
         return [rows[i]["judge"] for i, r in todo if r == role]

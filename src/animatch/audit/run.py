@@ -177,9 +177,7 @@ def run_audit(cfg: AuditConfig, judge: Any = None) -> int:
         if judge is None:
             from animatch.judge.judge import Judge
 
-            judge = Judge(cfg.judge_model, cfg.adapter, device=cfg.device, threshold=cfg.judge_threshold,
-                          max_description_tokens=cfg.judge_max_description_tokens,
-                          max_analysis_tokens=cfg.judge_max_analysis_tokens, seed=cfg.seed)
+            judge = Judge.from_options(cfg, prefix="judge_")
         flagged_idx, sampled_idx = select_for_judge(stats.fit, clip_flag, max_flagged=cfg.judge_max_pairs,
                                                     sample=cfg.judge_sample, rng=np.random.default_rng(cfg.seed))
         pairs = [(str(root / r["file_name"]), r["appearance"]) for r in scored]

@@ -16,14 +16,13 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import torch
 import yaml
-from tqdm import tqdm
 
 from animatch.config import JudgeConfig
 from animatch.data.images import ImageLoadError, load_image
 from animatch.data.safepath import CONTROL_CHARACTERS, UnsafePath, path_inside
 from animatch.errors import UserError
+from animatch.judge.batching import analyze_in_batches
 from animatch.judge.judge import Judge, error_result
 from animatch.judge.language import require_english
 from animatch.runs import atomic_write_text, claim_output, config_dict, markdown_table, write_run_files
@@ -50,7 +49,7 @@ def run_single(cfg: JudgeConfig) -> int:
         image = load_image(cfg.image, max_pixels=cfg.max_image_pixels)
     except ImageLoadError as e:
         raise UserError(f"--image {cfg.image}: {e.reason}") from None
-    result = Judge.from_config(cfg).analyze(image, cfg.text)
+    result = Judge.from_options(cfg).analyze(image, cfg.text)
     if cfg.json:
         print(json.dumps({"image": cfg.image, "text": cfg.text, **result}, ensure_ascii=False, indent=2))
         return 0
@@ -139,18 +138,6 @@ def _jsonl(rows: list[dict]) -> str:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
 
 
-def judge_batch(judge: Judge, batch: list[dict]) -> list[dict]:
-    """Judge `{"path", "text"}` items in one batched generation; on CUDA OOM, one at a time."""
-    items = [(p["path"], p["text"]) for p in batch]
-    try:
-        return judge.analyze_batch(items)
-    except torch.cuda.OutOfMemoryError:
-        if len(batch) == 1:
-            return [error_result("out of GPU memory; try a smaller --max-description-tokens")]
-        torch.cuda.empty_cache()
-        return [r for p in batch for r in judge_batch(judge, [p])]
-
-
 def run_batch(cfg: JudgeConfig) -> int:
     pairs_path, out = Path(cfg.pairs), claim_output(cfg, "judge", file=True)
     image_root = Path(cfg.image_root) if cfg.image_root else pairs_path.parent
@@ -162,16 +149,16 @@ def run_batch(cfg: JudgeConfig) -> int:
     atomic_write_text(out, _jsonl(kept + bad))
     elapsed = 0.0
     if todo:
-        judge = Judge.from_config(cfg)
+        judge = Judge.from_options(cfg)
         start = time.perf_counter()
-        with open(out, "a", encoding="utf-8") as f, tqdm(total=len(todo), unit="pair", desc="judge") as bar:
-            for first in range(0, len(todo), cfg.batch_size):
-                batch = todo[first:first + cfg.batch_size]
-                rows = [{k: v for k, v in p.items() if k != "path"} | r
-                        for p, r in zip(batch, judge_batch(judge, batch))]
-                f.write(_jsonl(rows))
+        with open(out, "a", encoding="utf-8") as f:
+            def write(first: int, results: list[dict]) -> None:  # as they come: a rerun resumes after a kill
+                f.write(_jsonl([{k: v for k, v in p.items() if k != "path"} | r
+                                for p, r in zip(todo[first:], results)]))
                 f.flush()
-                bar.update(len(batch))
+
+            analyze_in_batches(judge, [(p["path"], p["text"]) for p in todo], cfg.batch_size, desc="judge",
+                               on_batch=write)
         elapsed = time.perf_counter() - start
     rows = sorted(_all_rows(out), key=lambda r: r["line"])
     atomic_write_text(out, _jsonl(rows))

@@ -32,13 +32,13 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-from tqdm import tqdm
 
 from animatch.config import JudgeEvalConfig
 from animatch.data.schema import load_split
 from animatch.errors import UserError
 from animatch.evaluate.classification import roc_auc, threshold_accuracy
 from animatch.evaluate.text import bleu, keyword_recall_at_k, rouge_l_scores, semantic_cosine
+from animatch.judge.batching import analyze_in_batches
 from animatch.judge.data import join_within, split_sentences
 from animatch.judge.judge import Judge
 from animatch.runs import atomic_write_text, claim_output, markdown_table, write_json, write_run_files
@@ -89,12 +89,8 @@ def blind_guess(records: list[dict], pairs: list[dict], k: int, seed: int) -> di
 
 def judge_pairs(judge: Judge, pairs: list[dict], records: list[dict], texts: dict[int, str], root: Path,
                 batch_size: int, desc: str) -> list[dict]:
-    outputs = []
-    for first in tqdm(range(0, len(pairs), batch_size), desc=desc, unit="batch"):
-        batch = pairs[first:first + batch_size]
-        outputs += judge.analyze_batch([(root / records[p["record"]]["file_name"], texts[p["text_of"]])
-                                        for p in batch])
-    return outputs
+    return analyze_in_batches(judge, [(root / records[p["record"]]["file_name"], texts[p["text_of"]]) for p in pairs],
+                              batch_size, desc=desc)
 
 
 def _mean(values: list[float]) -> float | None:
@@ -209,9 +205,7 @@ def run_judge_eval(cfg: JudgeEvalConfig) -> int:
                                                    if cfg.baseline else {})}
     results, rows_by_role, texts = {}, {}, None
     for role, (model, adapter) in roles.items():
-        judge = Judge(model, adapter, cfg.device, cfg.dtype, cfg.load_in_4bit, num_beams=cfg.num_beams,
-                      max_description_tokens=cfg.max_description_tokens, max_analysis_tokens=cfg.max_analysis_tokens,
-                      temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed, threshold=cfg.threshold)
+        judge = Judge.from_options(cfg, model=model, adapter=adapter)
         if texts is None:  # cut with the first model's tokenizer, so both models judge the same texts
             tokenizer = judge.processor.tokenizer
             texts = {i: join_within(tokenizer, split_sentences(r["appearance"]), cfg.candidate_tokens)

@@ -35,6 +35,9 @@ from animatch.judge.loading import load_judge_model
 from animatch.judge.parse import parse_analysis, parse_score
 
 DEFAULTS = JudgeConfig()  # the keyword defaults of Judge below are the CLI's
+# What `Judge.from_options` reads besides the model: the keyword settings of `Judge`.
+SETTINGS = ("num_beams", "max_description_tokens", "max_analysis_tokens", "temperature", "top_p", "seed",
+            "retry_temperatures", "threshold", "reuse_prefix", "max_image_pixels")
 
 
 @dataclass
@@ -93,12 +96,22 @@ class Judge:
         self._prompt = prompts.render_description_prompt(processor)
 
     @classmethod
-    def from_config(cls, cfg: JudgeConfig) -> Judge:
-        return cls(cfg.model, cfg.adapter, cfg.device, cfg.dtype, cfg.load_in_4bit, cfg.attn_implementation,
-                   num_beams=cfg.num_beams, max_description_tokens=cfg.max_description_tokens,
-                   max_analysis_tokens=cfg.max_analysis_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
-                   seed=cfg.seed, retry_temperatures=cfg.retry_temperatures, threshold=cfg.threshold,
-                   reuse_prefix=cfg.reuse_prefix, max_image_pixels=cfg.max_image_pixels)
+    def from_options(cls, options: Any, *, prefix: str = "", **overrides: Any) -> Judge:
+        """The judge a command's options describe: the one way every command builds one. A command that runs
+        the judge beside its own work (audit, serve) names its judge options `judge_<name>`: pass
+        `prefix="judge_"`; a name is looked up with the prefix, then without it (device, adapter, seed; never
+        the model), and one the command does not have keeps the judge's default. `overrides` win over the
+        options (judge-eval's baseline passes model= and adapter=)."""
+        def get(name: str) -> Any:
+            if name in overrides:
+                return overrides[name]
+            for key in [prefix + name] + ([name] if prefix and name != "model" else []):
+                if hasattr(options, key):
+                    return getattr(options, key)
+            return getattr(DEFAULTS, name)
+
+        return cls(get("model"), get("adapter"), get("device"), get("dtype"), get("load_in_4bit"),
+                   get("attn_implementation"), **{name: get(name) for name in SETTINGS})
 
     @property
     def device(self) -> torch.device:

@@ -22,6 +22,7 @@ from PIL import Image
 from animatch.config import ServeConfig
 from animatch.data.images import IMAGE_EXTENSIONS
 from animatch.data.safepath import UnsafePath, path_inside
+from animatch.judge.batching import analyze_in_batches
 from animatch.serve.jobs import Job, JudgeQueue
 
 
@@ -50,10 +51,7 @@ class Services:
         if cfg.judge_model:
             from animatch.judge.judge import Judge
 
-            self.judge = Judge(cfg.judge_model, cfg.adapter, device=cfg.device, threshold=cfg.judge_threshold,
-                               max_description_tokens=cfg.judge_max_description_tokens,
-                               max_analysis_tokens=cfg.judge_max_analysis_tokens,
-                               max_image_pixels=cfg.max_image_pixels)
+            self.judge = Judge.from_options(cfg, prefix="judge_")
         self.queue = JudgeQueue(cfg.judge_queue)
 
     def close(self) -> None:
@@ -150,12 +148,11 @@ class Services:
         candidates = self.search_image(image, k)
 
         def work(job: Job) -> list[dict]:
-            step = self.cfg.judge_batch_size
-            results: list[dict] = []
-            for start in range(0, len(candidates), step):
-                batch = candidates[start:start + step]
-                results += self.judge.analyze_batch([(image, c["appearance"]) for c in batch])
-                job.done = len(results)
+            def progress(first: int, batch: list[dict]) -> None:
+                job.done = first + len(batch)
+
+            results = analyze_in_batches(self.judge, [(image, c["appearance"]) for c in candidates],
+                                         self.cfg.judge_batch_size, on_batch=progress)
             rescored = [{**_public(c, appearance=c["appearance"]), "clip_rank": c["rank"], "clip_score": c["score"],
                          "judge": r} for c, r in zip(candidates, results)]
             # Judge score first (unscored last), CLIP's rank breaks ties.
