@@ -17,6 +17,7 @@ from transformers import CLIPImageProcessor
 
 from animatch.cli import main
 from animatch.clip.cache import EmbeddingCache
+from animatch.clip.measures import embed_split
 from animatch.config import opt
 from animatch.data.datasets import PairDataset
 from animatch.data.safepath import UnsafePath, name_problem, path_inside, read_bounded
@@ -227,6 +228,32 @@ def test_rows4_5_index_and_training_data_never_open_paths_outside_the_root(mini_
     processor = CLIPImageProcessor.from_pretrained(clip_tiny_dir)
     dataset = PairDataset([{"file_name": "images/out.png", "appearance": "x"}], mini_root, processor, train=False)
     assert dataset[0] == {"error": "unsafe path: a symlink leaving the root", "file_name": "images/out.png"}
+
+
+def test_row4_eval_and_judge_eval_never_open_a_symlink_leaving_the_root(mini_root, prepared_dir, clip_tiny_dir,
+                                                                        llava_tiny_dir, tmp_path, capsys):
+    outside = tmp_path / "outside.png"
+    shutil.copy(next(mini_root.rglob("*.png")), outside)
+    (mini_root / "images" / "out.png").symlink_to(outside)
+    good = [r for r in _records(prepared_dir / "optimized_metadata.jsonl") if (mini_root / r["file_name"]).is_file()]
+    split = tmp_path / "split"
+    shutil.copytree(prepared_dir, split)
+    test = good[:5] + [{**good[5], "id": "x", "file_name": "images/out.png"}]
+    (split / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in test))
+
+    model, processor = load_clip(str(clip_tiny_dir), device="cpu")
+    emb = embed_split(model, processor, test, mini_root, batch_size=4, progress=False)
+    assert len(emb["records"]) == 5 and emb["failures"] == [
+        (str(mini_root / "images" / "out.png"), "unsafe path: a symlink leaving the root")]
+
+    out = tmp_path / "judge-eval"
+    assert main(["judge-eval", "--data", str(mini_root), "--split-dir", str(split), "--model", str(llava_tiny_dir),
+                 "--max-description-tokens", "4", "--max-analysis-tokens", "4", "--no-semantic",
+                 "--out", str(out)]) == 0
+    result = json.loads((out / "judge_eval.json").read_text())
+    assert result["characters"] == 5 and [u["reason"] for u in result["images_left_out"]] == [
+        "unsafe path: a symlink leaving the root"]
+    assert "1 images left out, never opened" in capsys.readouterr().err
 
 
 def test_judge_pairs_keep_relative_images_inside_the_image_root(tmp_path):

@@ -62,7 +62,7 @@ def run_index(cfg: IndexConfig) -> int:
     from animatch.clip.cache import EmbeddingCache
     from animatch.clip.embed import embed_chunked, embed_images
     from animatch.data.records import record_chunks
-    from animatch.data.safepath import UnsafePath, path_inside
+    from animatch.data.safepath import paths_inside
     from animatch.models.hub import load_clip
 
     claim_output(cfg, "index")
@@ -76,12 +76,7 @@ def run_index(cfg: IndexConfig) -> int:
     model, processor = load_clip(cfg.model, device=cfg.device)
     cache = EmbeddingCache(Path(cfg.cache_dir).expanduser(), model, processor) if cfg.cache else None
     root = Path(cfg.data)
-    inside, failures = [], []
-    for n, r in enumerate(records):
-        try:
-            inside.append((n, path_inside(root, str(r["file_name"]))))
-        except UnsafePath as e:  # never opened: outside the data root, or not a regular file
-            failures.append((str(root / str(r["file_name"])), e.reason))
+    inside, failures = paths_inside(root, [r["file_name"] for r in records])  # the others are never opened
     image_emb, ok, failed = embed_images(model, processor, [p for _, p in inside], batch_size=cfg.batch_size,
                                          workers=cfg.workers, cache=cache)
     ok, failures = [inside[i][0] for i in ok], failures + failed

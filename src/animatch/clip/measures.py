@@ -19,6 +19,7 @@ import torch
 
 from animatch.clip.embed import embed_chunked, embed_images, embed_texts, pool_embeddings
 from animatch.config import EvalConfig
+from animatch.data.safepath import paths_inside
 from animatch.errors import UserError
 from animatch.evaluate import retrieval
 from animatch.evaluate.text import bleu, rouge_l
@@ -38,10 +39,10 @@ def embed_split(model, processor, records: list[dict], root: str | Path, *, batc
     Returns {"records": kept records, "failures": [(path, reason)], "images": [N, D],
     "texts": {mode: ([M, D], text_to_image [M])}}.
     """
-    paths = [Path(root) / r["file_name"] for r in records]
-    images, ok, failures = embed_images(model, processor, paths, batch_size=batch_size, workers=workers,
-                                        progress=progress)
-    kept = [records[i] for i in ok]
+    inside, failures = paths_inside(root, [r["file_name"] for r in records])  # the others are never opened
+    images, ok, failed = embed_images(model, processor, [p for _, p in inside], batch_size=batch_size,
+                                      workers=workers, progress=progress)
+    kept, failures = [records[inside[i][0]] for i in ok], failures + failed
     texts = {}
     n = np.arange(len(kept))
     if "pooled" in modes:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
 from animatch.data.images import ImageLoadError
@@ -71,6 +72,18 @@ def path_inside(root: str | os.PathLike, name: str) -> Path:
     if not stat.S_ISREG(mode):
         raise UnsafePath(name, f"not a regular file: a {_kind(mode)}")
     return Path(root) / name
+
+
+def paths_inside(root: str | os.PathLike, names: Sequence[str]) -> tuple[list[tuple[int, Path]], list[tuple[str, str]]]:
+    """(position, path) of each of `names` that `path_inside` keeps, and (root / name, reason) of the others,
+    which are never opened: the split every job that opens a dataset's images makes first."""
+    inside, unsafe = [], []
+    for n, name in enumerate(names):
+        try:
+            inside.append((n, path_inside(root, str(name))))
+        except UnsafePath as e:
+            unsafe.append((str(Path(root) / str(name)), e.reason))
+    return inside, unsafe
 
 
 def read_bounded(path: str | os.PathLike, limit: int = MAX_FILE_BYTES) -> bytes:

@@ -24,6 +24,7 @@ import json
 import math
 import random
 import statistics
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -34,6 +35,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from animatch.config import JudgeEvalConfig
+from animatch.data.safepath import paths_inside
 from animatch.data.schema import load_split
 from animatch.errors import UserError
 from animatch.evaluate.classification import roc_auc, threshold_accuracy
@@ -199,6 +201,11 @@ def report(cfg: JudgeEvalConfig, results: dict, n_characters: int) -> str:
 def run_judge_eval(cfg: JudgeEvalConfig) -> int:
     out = claim_output(cfg, "judge-eval")
     records = load_split(cfg.split_dir, cfg.split)[:cfg.max_items]
+    inside, unsafe = paths_inside(cfg.data, [r["file_name"] for r in records])
+    if unsafe:  # never opened; the pairs are drawn among the others
+        print(f"warning: {len(unsafe)} images left out, never opened ({unsafe[0][0]}: {unsafe[0][1]})",
+              file=sys.stderr)
+        records = [records[n] for n, _ in inside]
     pairs = build_pairs(records, cfg.groups, cfg.seed)
     blind = blind_guess(records, pairs, cfg.k, cfg.seed)
     roles = {"model": (cfg.model, cfg.adapter), **({"baseline": (cfg.baseline, cfg.baseline_adapter)}
@@ -214,7 +221,9 @@ def run_judge_eval(cfg: JudgeEvalConfig) -> int:
         del judge
         atomic_write_text(out / f"pairs_{role}.jsonl",
                           "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows_by_role[role]))
-    write_json(out / "judge_eval.json", {"split": cfg.split, "characters": len(records), "groups": cfg.groups,
+    write_json(out / "judge_eval.json", {"split": cfg.split, "characters": len(records),
+                                         "images_left_out": [{"path": p, "reason": r} for p, r in unsafe],
+                                         "groups": cfg.groups,
                                          "k": cfg.k, "threshold": cfg.threshold, **results})
     _plot(rows_by_role, out)
     text = report(cfg, results, len(records))
