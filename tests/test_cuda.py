@@ -22,6 +22,7 @@ from animatch.data.datasets import PairCollator, PairDataset, epoch_batches
 from animatch.data.schema import load_split
 from animatch.judge import train as judge_train
 from animatch.models.hub import load_clip, load_llava
+from animatch.training import runtime
 from animatch.training.runtime import fresh_accelerator
 
 FAST = ["--batch-size", "8", "--lr", "5e-4", "--workers", "0", "--report-to", "none", "--log-every", "1"]
@@ -94,7 +95,7 @@ def test_an_overflowed_step_of_the_fused_optimizer_is_detected_on_the_cpu(synth_
 def test_overflow_skipped_steps_reach_the_metrics_and_report(synth_root, prepared_dir, clip_tiny_dir, tmp_path,
                                                              monkeypatch):
     """On the CPU, with every step reported as skipped by the scaler (what fp16 overflows do on a GPU)."""
-    monkeypatch.setattr(clip_train, "optimizer_step", lambda acc, optimizer: optimizer.step() or True)
+    monkeypatch.setattr(runtime, "optimizer_step", lambda acc, optimizer: optimizer.step() or True)
     out = tmp_path / "run"
     assert _train(synth_root, prepared_dir, clip_tiny_dir, out, "--mixed-precision", "no", "--max-steps", 3) == 0
     assert [r["overflow_skipped_steps"] for r in _rows(out) if "loss" in r] == [1, 2, 3]
