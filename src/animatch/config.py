@@ -290,6 +290,18 @@ class JudgeTrainConfig:
     description_tokens: int = opt(192, "stage-1 target: appearance chunks joined up to this many tokens")
     candidate_tokens: int = opt(128, "stage-2 candidate texts are cut to whole sentences within this many tokens")
     description_examples: int = opt(1, "description (stage-1) examples per character per epoch")
+    description_style: str = opt("text", "stage-1 target: text (the appearance chunks) or keywords (the appearance "
+                                         "keywords of evaluate.text.extract_keywords, comma-separated)",
+                                 choices=("text", "keywords"))
+    describe_steps: int = opt(0, "optimizer steps on description examples only before the stage-2 examples join")
+    stage2_context: str = opt("reference", "the description in a stage-2 example's context: reference (made from "
+                                           "the appearance text) or own (the model's own greedy description, "
+                                           "written after --describe-steps, as at inference)",
+                              choices=("reference", "own"))
+    score_loss_weight: float = opt(1.0, "weight in the loss of a stage-2 answer's score digits (every other "
+                                        "answer token weighs 1): the score is the decision, one token of many")
+    own_descriptions: Optional[int] = opt(None, "stage2-context own: describe this many training characters "
+                                                "(seeded draw; default all); stage-2 examples use only them")
     negatives_per_positive: int = opt(1, "stage-2 negatives (another character's appearance) per positive")
     same_title_negatives: float = opt(1.0, "probability that a negative comes from the same title (when the "
                                            "title has another character)")

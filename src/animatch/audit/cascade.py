@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from animatch.judge.cli import judge_batch
 
-JUDGE_FIELDS = ("score", "match", "status", "analysis", "description", "error")
+JUDGE_FIELDS = ("score", "score_expected", "match", "status", "analysis", "description", "error")
 
 
 def select_for_judge(fits: np.ndarray, flagged: np.ndarray, *, max_flagged: int | None, sample: int,
