@@ -1,25 +1,28 @@
 """Training examples of the LLaVA judge, built with the very prompts and tokens `animatch judge` uses.
 
-Per character and epoch (`plan_epoch`, seeded by (seed, epoch), so any number of workers sees the same set):
-- `description_examples` stage-1 examples: image -> the reference appearance, its chunks joined up to
-  `description_tokens` tokens, the character's name replaced by "the character" (`description_target`): a
-  name is not visible, and left in it lets teacher forcing recall a training character's looks from its name
-  instead of from the image (on llava-tiny the training characters' loss then fell well below unseen ones');
-- one stage-2 positive and `negatives_per_positive` negatives in the TWO-stage format: the context is the
-  stage-1 turn answered with a description of this character (as stage 1 is trained to write it), then the relevance
-  question about a candidate text, answered `Score: N\\nAnalysis: ...` (`relevance_answer`). A positive's
-  candidate is never a verbatim copy of the context (the model would learn copy detection): with synthetic
-  `attributes` it is a fresh rendering of them (`synth_text.describe`, other words and order), else 1-3 of
-  the character's appearance sentences, which are then left out of the context; a negative's context drops
-  as many sentences, so context length tells nothing. A negative's candidate is another character's text made
-  the same way, from the same title with probability `same_title_negatives`. Candidates keep their names and
-  the context has none, so names carry no signal;
+Any dataset is read the same way: appearance texts and their sentences, never a generator's attributes or
+wording. Per epoch (`plan_epoch`, seeded by (seed, epoch), so any number of workers sees the same set):
+- `description_examples` stage-1 examples per character: image -> `description_target`, the appearance with
+  the character's name replaced by "the character" (a name is not visible, and left in it lets teacher forcing
+  recall a training character's looks from its name instead of from the image), as text chunks or, with
+  `description_style: keywords`, as its appearance keywords (`evaluate.text.extract_keywords`);
+- one stage-2 positive and `negatives_per_positive` negatives in the TWO-stage format: the stage-1 turn answered
+  with a description of this character, then the relevance question about a candidate text, answered
+  `Score: N\\nAnalysis: ...` (`relevance_answer`). The context is the model's own description (`own`, written
+  by `judge.train` after `describe_steps`, as at inference) or one made from the appearance. A text context
+  could copy the positive's candidate word for word, so then the candidate is 1-3 of the character's sentences
+  left out of the context (a negative's context loses as many, so length tells nothing); otherwise the
+  candidate is the character's sentences from one in the first half on. A negative's candidate is another
+  character's text made the same way, from the same title with probability `same_title_negatives`.
+  Candidates keep their names and contexts have none, so names carry no signal;
 - personality texts are used only as extra negatives: with probability `personality_negatives` a stage-2
   example whose candidate is the character's own personality, scored 1 (it does not describe the looks).
-`ExampleEncoder` turns a planned example into ids exactly as the judge builds its inputs: the processor on the
-image and the stage-1 prompt (image tokens expanded), then for stage 2 the context description's ids and
+The plan draws only which examples there are; each is written out (`_Planner.write`) when used.
+`ExampleEncoder` turns an example into ids exactly as the judge builds its inputs: the processor on the image and
+the stage-1 prompt (image tokens expanded), then for stage 2 the context description's ids and
 `prompts.tail_token_ids` of the relevance turn, then the answer and the end-of-sequence token. Labels are -100
-everywhere except the answer and its end token: no prompt, image or padding token carries loss.
+everywhere except the answer and its end token: no prompt, image or padding token carries loss; the score's
+digits weigh `score_loss_weight` in the loss.
 """
 
 from __future__ import annotations
