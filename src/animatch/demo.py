@@ -20,7 +20,7 @@ from animatch.errors import UserError
 from animatch.runs import atomic_write_text, markdown_table
 
 # (characters, CLIP steps, CLIP batch, judge steps, judge-eval characters) per mode; sized for 2 CPU cores.
-SIZES = {"full": (2000, 240, 64, 300, 24), "quick": (600, 70, 48, 12, 4)}
+SIZES = {"full": (2000, 240, 64, 600, 24), "quick": (600, 70, 48, 12, 4)}
 JUDGE_RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "judge-tiny-scratch.yaml"
 RECALLS = ("i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10")
 
@@ -101,13 +101,13 @@ def run_demo(cfg: DemoConfig) -> int:
     for i, query in enumerate(_queries(prep)):
         step(f"4{'bc'[i]}. search", "search", out / "index", query, "--k", 5)
 
-    # The judge recipe, shortened to the demo's budget: two thirds of the steps describe, then the model
+    # The judge recipe, shortened to the demo's budget: half of the steps describe, then the model
     # describes some training characters itself and learns to score texts against those descriptions.
     preset = JUDGE_RECIPE.read_text().splitlines()[0].removeprefix("# preset:").strip()
     step("5a. the judge on the trained vision tower", "init-model", preset, "--out", llava0,
          "--vision-tower", run / "best", "--seed", cfg.seed)
     step("5b. judge-train", "judge-train", "--config", JUDGE_RECIPE, "--data", root, "--split-dir", prep,
-         "--model", llava0, "--out", judge_run, "--max-steps", judge_steps, "--describe-steps", judge_steps * 2 // 3,
+         "--model", llava0, "--out", judge_run, "--max-steps", judge_steps, "--describe-steps", judge_steps // 2,
          "--own-descriptions", judge_steps * 4, "--seed", cfg.seed)
     example = json.loads((prep / "test.jsonl").read_text().splitlines()[0])
     short = ("--max-description-tokens", 48, "--max-analysis-tokens", 24)
