@@ -17,7 +17,8 @@ from animatch.judge import prompts
 from animatch.judge.judge import Judge
 from animatch.judge.loading import load_judge_model, save_projector
 
-KEYS = {"description", "score", "analysis", "match", "status", "error", "raw", "attempts", "timings"}
+KEYS = {"description", "score", "score_expected", "match_probability", "analysis", "match", "status", "error", "raw",
+        "attempts", "timings"}
 GOOD_TEXT = "A girl with long pink hair, blue eyes and a black school uniform."
 
 
@@ -51,7 +52,7 @@ def test_unparsed_answers_are_retried_at_rising_temperature(llava_tiny_dir, imag
 
     def fake_relevance(described, tails, rows, temperature, seed):
         calls.append((list(rows), temperature))
-        return script[len(calls) - 1]
+        return [(answer, None) for answer in script[len(calls) - 1]]  # (answer, score distribution)
 
     monkeypatch.setattr(judge, "_relevance", fake_relevance)
     unparsed, ok = judge.analyze_batch([(images[0], GOOD_TEXT), (images[1], GOOD_TEXT)])
@@ -91,8 +92,8 @@ def test_kv_cache_reuse_equals_encoding_from_scratch_under_greedy(llava_tiny_dir
     judge.reuse_prefix = True  # a retry of some rows narrows the cache to them
     tails = [prompts.tail_token_ids(judge.processor.tokenizer, prompts.relevance_tail(judge.processor, text))
              for _, text in pairs]
-    assert judge._relevance(described, tails, [0, 2], 0.0, 0) == [scratch[0]["raw"], scratch[2]["raw"]]
-    assert judge._relevance(described, tails, [2], 0.0, 0) == [scratch[2]["raw"]]
+    assert [a for a, _ in judge._relevance(described, tails, [0, 2], 0.0, 0)] == [scratch[0]["raw"], scratch[2]["raw"]]
+    assert [a for a, _ in judge._relevance(described, tails, [2], 0.0, 0)] == [scratch[2]["raw"]]
     assert described.cache_rows == [2]
 
 

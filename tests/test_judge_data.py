@@ -1,5 +1,6 @@
 """Judge training examples: label masking, train prompt == inference prompt token for token, the two-stage
-relevance plan (no verbatim positives, names carry no signal, same-title negatives, personality negatives)."""
+relevance plan (no verbatim positives, names carry no signal, same-title negatives, personality negatives, the
+same rules for synthetic and real data), keyword descriptions and the plan on the model's own descriptions."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from animatch.judge.data import (
     ExampleEncoder,
     JudgeExampleDataset,
     anonymise,
+    description_target,
     join_within,
     plan_epoch,
     split_sentences,
@@ -86,11 +88,16 @@ def test_train_prompt_equals_inference_prompt_token_for_token(llava_tiny_dir, pr
         answer = described if len(calls) == 1 else tokenizer("Score: 8\nAnalysis: ok", add_special_tokens=False,
                                                                   return_tensors="pt")["input_ids"]
         sequences = torch.cat([input_ids, answer, torch.tensor([[tokenizer.eos_token_id]])], dim=1)
-        return GenerateDecoderOnlyOutput(sequences=sequences) if len(calls) == 1 else sequences
+        steps = sequences.shape[1] - input_ids.shape[1]
+        return GenerateDecoderOnlyOutput(sequences=sequences, logits=tuple(torch.zeros(1, len(tokenizer))
+                                                                           for _ in range(steps)))
 
     judge.model.generate = fake_generate
     result = judge.analyze(image, TEXT)
     assert result["description"] == description and result["score"] == 8
+    # flat logits at the score position: every score token alike, so the expected score is the mean of 1-9
+    # (this tokenizer writes 10 as "1" "0", and the answer wrote "8", so no mass was split off to 10)
+    assert result["score_expected"] == pytest.approx(5.0)
 
     encoder = ExampleEncoder(processor)
     stage1, pixels = encoder.prompt_ids(image, {"kind": "description"})
@@ -104,17 +111,22 @@ def test_train_prompt_equals_inference_prompt_token_for_token(llava_tiny_dir, pr
     assert whole == stage2
 
 
-def test_synthetic_plan_has_no_verbatim_positives_and_no_name_signal(processor, synth_records):
+@pytest.mark.parametrize("which", ["synth", "real"])
+def test_reference_plan_takes_positive_sentences_out_of_the_context(processor, synth_records, real_records, which):
+    """The same rules for any dataset: the product knows no generator's wording or attributes."""
+    records = synth_records if which == "synth" else real_records
     cfg = _cfg(negatives_per_positive=2, description_examples=1, personality_negatives=0.5)
-    plan, missing = plan_epoch(synth_records, cfg, processor.tokenizer, seed=3, epoch=0)
-    assert not missing
+    epoch_plan = plan_epoch(records, cfg, processor.tokenizer, seed=3, epoch=0)
+    plan, missing = list(epoch_plan), epoch_plan.missing
+    single = sum(len(split_sentences(r["appearance"])) < 2 for r in records)
+    assert missing.get("positive: appearance of one sentence", 0) == single
     kinds = [s["kind"] for s in plan]
-    n = len(synth_records)
-    assert kinds.count("description") == n and kinds.count("positive") == n and kinds.count("negative") == 2 * n
-    assert 0 < kinds.count("personality") < n
-    titles = [r["title"] for r in synth_records]
+    n = len(records)
+    assert kinds.count("description") == n and kinds.count("positive") == n - single
+    assert kinds.count("negative") == 2 * n
+    titles = [r["title"] for r in records]
     for spec in plan:
-        anchor = synth_records[spec["record"]]
+        anchor = records[spec["record"]]
         if spec["kind"] == "description":
             assert spec["description"] is None and " ".join(spec["answer"].split()) in " ".join(
                 anonymise(anchor["appearance"], anchor["character"]).split())
@@ -122,32 +134,51 @@ def test_synthetic_plan_has_no_verbatim_positives_and_no_name_signal(processor, 
         score, analysis = parse_relevance(spec["answer"])
         assert score == {"positive": 9, "negative": 2, "personality": 1}[spec["kind"]] and analysis
         assert anchor["character"].split()[0] not in spec["description"]  # names are not visible: anonymised
-        assert spec["text"] not in spec["description"] and spec["text"] != anchor["appearance"]
+        context, own = set(split_sentences(spec["description"])), split_sentences(anchor["appearance"])
+        if spec["kind"] == "personality":
+            continue
         if spec["kind"] == "positive":
-            assert anchor["character"].split()[0] in spec["text"]
-        if spec["kind"] == "negative":  # another character, of the same title whenever it has one
-            other = next(r for r in synth_records if spec["text"].startswith(r["character"] + " "))
-            assert other is not anchor
-            assert other["title"] == anchor["title"] or titles.count(anchor["title"]) == 1
-    assert plan_epoch(synth_records, cfg, processor.tokenizer, seed=3, epoch=0)[0] == plan  # deterministic
-    assert plan_epoch(synth_records, cfg, processor.tokenizer, seed=3, epoch=1)[0] != plan
-
-
-def test_real_plan_takes_positive_sentences_out_of_the_context(processor, real_records):
-    cfg = _cfg(negatives_per_positive=1, same_title_negatives=0.0, personality_negatives=0.0)
-    for epoch in range(3):
-        plan, missing = plan_epoch(real_records, cfg, processor.tokenizer, seed=0, epoch=epoch)
-        single = sum(len(split_sentences(r["appearance"])) < 2 for r in real_records)
-        assert missing.get("positive: appearance of one sentence", 0) == single
-        for spec in plan:
-            if spec["kind"] == "description":
-                continue
-            anchor = real_records[spec["record"]]
-            context = set(split_sentences(spec["description"]))
-            own = split_sentences(anchor["appearance"])
             for sentence in split_sentences(spec["text"]):
-                assert sentence not in context
-                assert (sentence in own) == (spec["kind"] == "positive")
+                assert sentence not in context and sentence in own  # its own words, never a verbatim copy
+        if spec["kind"] == "negative":  # another character, of the same title whenever it has one
+            other = records[spec["other"]]
+            assert other is not anchor and set(split_sentences(spec["text"])) <= set(split_sentences(
+                other["appearance"]))
+            assert other["title"] == anchor["title"] or titles.count(anchor["title"]) == 1
+    assert list(plan_epoch(records, cfg, processor.tokenizer, seed=3, epoch=0)) == plan  # deterministic
+    assert list(plan_epoch(records, cfg, processor.tokenizer, seed=3, epoch=1)) != plan
+    assert list(reversed([epoch_plan[n] for n in reversed(range(len(plan)))])) == plan  # any order
+
+
+def test_keyword_descriptions(processor):
+    record = {"character": "Rin Aoba", "appearance": "Rin Aoba has long chocolate-brown hair. She is 150 cm tall. "
+                                                     "Rin wears a red kimono and round glasses."}
+    assert description_target(record, processor.tokenizer, 64, "keywords") == \
+        "brown hair, red kimono, glasses"
+    first = len(processor.tokenizer("brown hair,", add_special_tokens=False)["input_ids"])
+    assert description_target(record, processor.tokenizer, first, "keywords") == "brown hair"  # within the budget
+    plain = {"character": "Rin", "appearance": "Rin is kind."}
+    assert description_target(plain, processor.tokenizer, 64, "keywords") == "The character is kind."
+
+
+def test_own_description_plan_uses_the_model_descriptions(processor, synth_records):
+    cfg = _cfg(negatives_per_positive=1, description_examples=1, personality_negatives=0.0,
+               description_style="keywords")
+    own = {i: f"own description {i}" for i in range(0, len(synth_records), 2)}
+    epoch_plan = plan_epoch(synth_records, cfg, processor.tokenizer, seed=0, epoch=0, own=own)
+    plan = list(epoch_plan)
+    assert not epoch_plan.missing
+    assert sorted(s["record"] for s in plan if s["kind"] == "description") == sorted(own)
+    relevance = [s for s in plan if s["kind"] != "description"]
+    assert len(relevance) == 2 * len(own)
+    for spec in relevance:
+        assert spec["description"] == own[spec["record"]] and spec["text"]
+        writer = synth_records[spec["other"]]
+        assert set(split_sentences(spec["text"])) <= set(split_sentences(writer["appearance"]))
+        assert (spec["other"] == spec["record"]) == (spec["kind"] == "positive")
+        assert spec["other"] in own  # negatives come from the described characters too
+    only = list(plan_epoch(synth_records, cfg, processor.tokenizer, seed=0, epoch=0, describe_only=True))
+    assert {s["kind"] for s in only} == {"description"} and len(only) == len(synth_records)
 
 
 def test_text_helpers():

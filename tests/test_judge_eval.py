@@ -11,7 +11,7 @@ import pytest
 
 from animatch.cli import main
 from animatch.evaluate.classification import average_ranks, roc_auc, threshold_accuracy
-from animatch.judge.evaluation import blind_guess, build_pairs, figures
+from animatch.judge.evaluation import blind_guess, build_pairs, calibration_error, figures, reliability_bins
 
 REF = "She has long pink hair, blue eyes and a black school uniform with a red ribbon."
 OTHER = "He has short green hair, gold eyes and white armor."
@@ -112,3 +112,23 @@ def test_judge_eval_end_to_end_with_a_baseline(llava_tiny_dir, synth_root, prepa
     assert "| model |" in report and "| baseline |" in report and "per group" in report
     assert (out / "score_hist.png").stat().st_size > 0 and (out / "config.yaml").is_file()
     assert "Recall@5" in capsys.readouterr().out
+
+
+def test_expected_score_and_reliability():
+    pairs = [{"group": 0, "record": i, "text_of": i, "label": label} for i, label in
+             enumerate([True, True, False, False])]
+    outputs = [{"score": 9, "score_expected": 8.5, "match_probability": 0.95, "status": "ok"},
+               {"score": 2, "score_expected": 5.0, "match_probability": 0.45, "status": "ok"},
+               {"score": 9, "score_expected": 4.0, "match_probability": 0.55, "status": "ok"},
+               {"score": None, "score_expected": None, "match_probability": None, "status": "unparsed"}]
+    f = figures(pairs, outputs, {}, {}, threshold=6)
+    assert f["roc_auc"] == 0.25 and f["roc_auc_expected"] == 1.0  # the expected score ranks what sampling did not
+    assert f["mean_expected_positive"] == 6.75 and f["mean_expected_negative"] == 4.0
+    bins = reliability_bins([(0.95, True), (0.45, True), (0.55, False), (0.5, False)])
+    assert bins == [{"predicted": 0.45, "observed": 1.0, "pairs": 1},
+                    {"predicted": 0.525, "observed": 0.0, "pairs": 2},
+                    {"predicted": 0.95, "observed": 1.0, "pairs": 1}]
+    assert calibration_error([(0.95, True), (0.45, True), (0.55, False), (0.5, False)]) == \
+        pytest.approx((0.55 + 2 * 0.525 + 0.05) / 4)
+    assert calibration_error([]) is None
+    assert f["calibration_error"] == pytest.approx((0.05 + 0.55 + 0.55) / 3)

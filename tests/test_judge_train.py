@@ -153,3 +153,31 @@ def test_shipped_accelerate_configs_parse():
     stages = {c.deepspeed_config.get("zero_stage") for c in configs.values() if c.deepspeed_config}
     assert {2, 3} <= stages
     assert all(c.num_processes >= 2 for c in configs.values())
+
+
+def test_describe_first_then_judge_on_own_descriptions(llava_tiny_dir, synth_root, prepared_dir, tmp_path):
+    """--describe-steps trains descriptions only; then the model describes --own-descriptions training characters
+    itself (saved, reused on resume) and the stage-2 examples read those descriptions."""
+    out = tmp_path / "run"
+    assert train(llava_tiny_dir, synth_root, prepared_dir, out, "--method", "full", "--max-steps", 5,
+                 "--describe-steps", 2, "--stage2-context", "own", "--own-descriptions", 6,
+                 "--description-style", "keywords", "--score-loss-weight", 5, "--personality-negatives", 0,
+                 "--report-to", "none") == 0
+    own = json.loads((out / "own_descriptions.json").read_text())
+    train_records = load_split(prepared_dir, "train")
+    assert len(own) == 6 and all(0 <= int(i) < len(train_records) for i in own)
+    seen = json.loads((out / "metrics.json").read_text())["examples_seen"]
+    assert seen["description"] >= 4 and seen.get("positive", 0) + seen.get("negative", 0) > 0
+    assert (out / "model" / "model.safetensors").is_file()
+
+
+def test_the_score_digits_weigh_more(llava_tiny_dir, synth_root, prepared_dir):
+    processor = AutoProcessor.from_pretrained(str(llava_tiny_dir))
+    cfg = JudgeTrainConfig(data=str(synth_root), split_dir=str(prepared_dir), out="unused", score_loss_weight=7.0)
+    dataset = JudgeExampleDataset(load_split(prepared_dir, "train"), synth_root, processor, cfg, seed=0)
+    n = next(i for i in range(len(dataset)) if dataset.plan.slots[i]["kind"] == "negative")
+    item = dataset[n]
+    heavy = (item["weights"] == 7.0).nonzero().squeeze(1).tolist()
+    assert processor.tokenizer.decode(item["input_ids"][heavy]).strip() == "2"  # the negative score, only it
+    answer = item["labels"] != -100
+    assert torch.all(item["weights"][~answer] == 0) and set(item["weights"][answer].tolist()) == {1.0, 7.0}

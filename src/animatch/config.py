@@ -569,6 +569,21 @@ class JudgeTrainConfig(TrainingLoopOptions, CandidateTextOptions, OutputOptions)
                                   bounds=AT_LEAST_1)
     description_examples: int = opt(1, "description (stage-1) examples per character per epoch",
                                     bounds=NOT_NEGATIVE)
+    description_style: str = opt("text", "stage-1 target: text (the appearance chunks) or keywords (the appearance "
+                                         "keywords of evaluate.text.extract_keywords, comma-separated)",
+                                 choices=("text", "keywords"))
+    describe_steps: int = opt(0, "optimizer steps on description examples only before the stage-2 examples join",
+                              bounds=NOT_NEGATIVE)
+    stage2_context: str = opt("reference", "the description in a stage-2 example's context: reference (made from "
+                                           "the appearance text) or own (the model's own greedy description, "
+                                           "written after --describe-steps, as at inference)",
+                              choices=("reference", "own"))
+    score_loss_weight: float = opt(1.0, "weight in the loss of a stage-2 answer's score digits (every other "
+                                        "answer token weighs 1): the score is the decision, one token of many",
+                                   bounds=POSITIVE)
+    own_descriptions: Optional[int] = opt(None, "stage2-context own: describe this many training characters "
+                                                "(seeded draw; unset: all); stage-2 examples use only them",
+                                          bounds="[2, inf)")
     negatives_per_positive: int = opt(1, "stage-2 negatives (another character's appearance) per positive",
                                       bounds=NOT_NEGATIVE)
     same_title_negatives: float = opt(1.0, "probability that a negative comes from the same title (when the "

@@ -23,10 +23,11 @@ from animatch.runs import atomic_write_text, claim_output, markdown_table
 
 # (characters, CLIP steps, CLIP batch, judge steps, judge-eval characters) per mode; sized for 2 CPU cores. The
 # full run sees each CLIP training pair about once, as its recipe wants (a small CLIP memorises names otherwise).
-SIZES = {"full": (16000, 280, 64, 80, 24), "quick": (600, 70, 48, 10, 4)}
+SIZES = {"full": (16000, 280, 64, 600, 24), "quick": (600, 70, 48, 12, 4)}
 # (validation fraction, test fraction, held-out images matched) per mode: about 240 test characters in full.
 SPLITS = {"full": (0.01, 0.015, 20), "quick": (0.05, 0.1, 12)}
 CLIP_RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "clip-tiny-scratch.yaml"
+JUDGE_RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "judge-tiny-scratch.yaml"
 RECALLS = ("i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10")
 
 
@@ -81,6 +82,9 @@ def run_demo(cfg: DemoConfig) -> int:
     if not CLIP_RECIPE.is_file():
         raise UserError(f"the demo trains with {CLIP_RECIPE.name} from the project's recipes/ folder, not found at "
                         f"{CLIP_RECIPE.parent}: run it from a source checkout (`make demo`)")
+    if not JUDGE_RECIPE.is_file():
+        raise UserError(f"the demo's judge trains with {JUDGE_RECIPE.name} from the project's recipes/ folder, not "
+                        f"found at {JUDGE_RECIPE.parent}: run it from a source checkout (`make demo`)")
     root, prep, clip0, run = out / "data", out / "prepared", out / "clip-tiny", out / "clip-run"
     llava0, judge_run = out / "llava-tiny", out / "judge-run"
     step = Steps()
@@ -110,17 +114,20 @@ def run_demo(cfg: DemoConfig) -> int:
     for i, query in enumerate(_queries(prep)):
         step(f"4{'bc'[i]}. search", "search", out / "index", query, "--k", 5)
 
-    step("5a. llava-tiny on the trained vision tower", "init-model", "llava-tiny", "--out", llava0,
+    # The judge recipe, shortened to the demo's budget: half of the steps describe, then the model
+    # describes some training characters itself and learns to score texts against those descriptions.
+    preset = JUDGE_RECIPE.read_text().splitlines()[0].removeprefix("# preset:").strip()
+    step("5a. the judge on the trained vision tower", "init-model", preset, "--out", llava0,
          "--vision-tower", run / "best", "--seed", cfg.seed)
-    step("5b. judge-train", "judge-train", "--data", root, "--split-dir", prep, "--model", llava0,
-         "--out", judge_run, "--max-steps", judge_steps, "--report-to", "none")
+    step("5b. judge-train", "judge-train", "--config", JUDGE_RECIPE, "--data", root, "--split-dir", prep,
+         "--model", llava0, "--out", judge_run, "--max-steps", judge_steps, "--describe-steps", judge_steps // 2,
+         "--own-descriptions", judge_steps * 4, "--seed", cfg.seed)
     example = json.loads((prep / "test.jsonl").read_text().splitlines()[0])
     short = ("--max-description-tokens", 48, "--max-analysis-tokens", 24)
-    step("5c. judge one pair", "judge", "--model", llava0, "--adapter", judge_run / "adapter",
-         "--image", root / example["file_name"], "--text", example["appearance_chunks"][0], *short)
-    step("5d. judge-eval", "judge-eval", "--data", root, "--split-dir", prep, "--model", llava0,
-         "--adapter", judge_run / "adapter", "--baseline", llava0, "--out", out / "judge_eval",
-         "--max-items", judge_items, *short)
+    step("5c. judge one pair", "judge", "--model", judge_run / "model", "--image", root / example["file_name"],
+         "--text", example["appearance"], *short)
+    step("5d. judge-eval", "judge-eval", "--data", root, "--split-dir", prep, "--model", judge_run / "model",
+         "--baseline", llava0, "--out", out / "judge_eval", "--max-items", judge_items, "--no-semantic", *short)
 
     total = time.perf_counter() - started
     _write_report(out, table, step.timings, total)
@@ -162,7 +169,9 @@ Index in [index/](index/); the demo's queries and their results are printed in t
 
 ## LLaVA judge
 
-Fine-tuning run: [judge-run/](judge-run/report.md).
+Fine-tuning run: [judge-run/](judge-run/report.md) (recipe `recipes/judge-tiny-scratch.yaml`, shortened). "mean
+score +/-" are the mean scores the judge gave true and false descriptions of test characters it never saw; "mean
+expected" the same for the expected score (its probabilities over the scores).
 
 {judge_md}
 

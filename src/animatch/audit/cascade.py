@@ -15,7 +15,7 @@ import numpy as np
 
 from animatch.judge.batching import analyze_in_batches
 
-JUDGE_FIELDS = ("score", "match", "status", "analysis", "description", "error")
+JUDGE_FIELDS = ("score", "score_expected", "match", "status", "analysis", "description", "error")
 
 
 def select_for_judge(fits: np.ndarray, flagged: np.ndarray, *, max_flagged: int | None, sample: int,

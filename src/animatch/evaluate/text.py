@@ -8,8 +8,9 @@ character looks like; its vocabularies are the module-level data below and its r
   "navy blue"); colours joined by "and" / "or" / "," form a group ("black and white");
 - a group followed by a known noun, with at most MAX_GAP descriptor words, hyphenated words or commas in
   between, gives one "<colour> <noun>" keyword per colour ("long, white hair" -> "white hair"); otherwise
-  each colour is a keyword by itself. "silver-haired" / "blue-eyed" / "fair-skinned" give "silver hair" /
-  "blue eyes" / "fair skin", "cream-colored" gives "cream"; "pale skin" / "dark skin" give tone keywords;
+  each colour is a keyword by itself. A hyphenated word ending in a colour names that colour ("leaf-green"
+  -> "green", "chocolate-brown" -> "brown"). "silver-haired" / "blue-eyed" / "fair-skinned" give "silver
+  hair" / "blue eyes" / "fair skin", "cream-colored" gives "cream"; "pale skin" / "dark skin" give tone keywords;
 - a standalone noun (clothing, accessories, hair styles, features such as "glasses", "twin tails", "cat
   ears", "school uniform") is a keyword by itself, unless the text already named it with a colour; body
   nouns (hair, eyes, skin...) only count with a colour;
@@ -142,6 +143,8 @@ def _colour_at(tokens: list[str], i: int) -> tuple[str, str | None, int] | None:
         if implied == "skin" and not words and len(parts) == 1 and parts[0] in SKIN_TONES:
             return SKIN_TONES[parts[0]], implied, j + 1
         mapped = [_colour_word(p) for p in parts]
+        if len(parts) > 1 and mapped[-1] in COLOURS:  # "chocolate-brown", "leaf-green": a shade of the last
+            mapped = [m for m in mapped if m is not None]
         if None in mapped:
             break
         words += mapped

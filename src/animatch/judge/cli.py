@@ -58,7 +58,9 @@ def run_single(cfg: JudgeConfig) -> int:
         score_line = f"unparsed after {result['attempts']} attempts (the analysis below is the raw answer)"
         verdict = "unknown (no score)"
     else:
-        score_line = f"{score}/10"
+        expected = result.get("score_expected")
+        score_line = f"{score}/10" + (f" (expected {expected:.2f}: the mean under the model's score probabilities)"
+                                      if expected is not None else "")
         verdict = (f"{'MATCH' if result['match'] else 'NO MATCH'} "
                    f"(score {score} {'>=' if result['match'] else '<'} threshold {cfg.threshold:g})")
     for label, value in (("Image", cfg.image), ("Text", cfg.text), ("Description", result["description"]),
@@ -179,11 +181,13 @@ def _all_rows(out: Path) -> list[dict]:
 def summarise(rows: list[dict], *, judged: int, resumed: int, elapsed: float) -> dict:
     status = Counter(r["status"] for r in rows)
     scores = [r["score"] for r in rows if r["score"] is not None]
+    expected = [r["score_expected"] for r in rows if r.get("score_expected") is not None]
     return {
         "pairs": len(rows), "judged": judged, "resumed": resumed, "ok": status["ok"],
         "unparsed": status["unparsed"], "error": status["error"],
         "matches": sum(bool(r["match"]) for r in rows),
         "mean_score": sum(scores) / len(scores) if scores else None,
+        "mean_score_expected": sum(expected) / len(expected) if expected else None,
         "score_histogram": {str(s): scores.count(s) for s in range(1, 11)},
         "retried": sum(r["attempts"] > 1 for r in rows),
         "judge_s": elapsed, "pairs_per_s": judged / elapsed if judged and elapsed > 0 else None,
@@ -199,7 +203,9 @@ def report(metrics: dict, rows: list[dict]) -> str:
              + (f" + adapter {metrics['adapter']}" if metrics["adapter"] else ""), "",
              markdown_table(counts), ""]
     if metrics["mean_score"] is not None:
-        lines += [f"Mean score: {metrics['mean_score']:.2f}", "", markdown_table(hist), ""]
+        lines += [f"Mean score: {metrics['mean_score']:.2f}" + (
+            f" (expected score: {metrics['mean_score_expected']:.2f})" if metrics["mean_score_expected"] is not None
+            else ""), "", markdown_table(hist), ""]
     if metrics["pairs_per_s"]:
         lines += [f"Throughput: {metrics['pairs_per_s']:.3f} pairs/s (model loading excluded)", ""]
     if metrics["errors"]:

@@ -1,25 +1,28 @@
 """Training examples of the LLaVA judge, built with the very prompts and tokens `animatch judge` uses.
 
-Per character and epoch (`plan_epoch`, seeded by (seed, epoch), so any number of workers sees the same set):
-- `description_examples` stage-1 examples: image -> the reference appearance, its chunks joined up to
-  `description_tokens` tokens, the character's name replaced by "the character" (`description_target`): a
-  name is not visible, and left in it lets teacher forcing recall a training character's looks from its name
-  instead of from the image (on llava-tiny the training characters' loss then fell well below unseen ones');
-- one stage-2 positive and `negatives_per_positive` negatives in the TWO-stage format: the context is the
-  stage-1 turn answered with a description of this character (as stage 1 is trained to write it), then the relevance
-  question about a candidate text, answered `Score: N\\nAnalysis: ...` (`relevance_answer`). A positive's
-  candidate is never a verbatim copy of the context (the model would learn copy detection): with synthetic
-  `attributes` it is a fresh rendering of them (`synth_text.describe`, other words and order), else 1-3 of
-  the character's appearance sentences, which are then left out of the context; a negative's context drops
-  as many sentences, so context length tells nothing. A negative's candidate is another character's text made
-  the same way, from the same title with probability `same_title_negatives`. Candidates keep their names and
-  the context has none, so names carry no signal;
+Any dataset is read the same way: appearance texts and their sentences, never a generator's attributes or
+wording. Per epoch (`plan_epoch`, seeded by (seed, epoch), so any number of workers sees the same set):
+- `description_examples` stage-1 examples per character: image -> `description_target`, the appearance with
+  the character's name replaced by "the character" (a name is not visible, and left in it lets teacher forcing
+  recall a training character's looks from its name instead of from the image), as text chunks or, with
+  `description_style: keywords`, as its appearance keywords (`evaluate.text.extract_keywords`);
+- one stage-2 positive and `negatives_per_positive` negatives in the TWO-stage format: the stage-1 turn answered
+  with a description of this character, then the relevance question about a candidate text, answered
+  `Score: N\\nAnalysis: ...` (`relevance_answer`). The context is the model's own description (`own`, written
+  by `judge.train` after `describe_steps`, as at inference) or one made from the appearance. A text context
+  could copy the positive's candidate word for word, so then the candidate is 1-3 of the character's sentences
+  left out of the context (a negative's context loses as many, so length tells nothing); otherwise the
+  candidate is the character's sentences from one in the first half on. A negative's candidate is another
+  character's text made the same way, from the same title with probability `same_title_negatives`.
+  Candidates keep their names and contexts have none, so names carry no signal;
 - personality texts are used only as extra negatives: with probability `personality_negatives` a stage-2
   example whose candidate is the character's own personality, scored 1 (it does not describe the looks).
-`ExampleEncoder` turns a planned example into ids exactly as the judge builds its inputs: the processor on the
-image and the stage-1 prompt (image tokens expanded), then for stage 2 the context description's ids and
+The plan draws only which examples there are; each is written out (`_Planner.write`) when used.
+`ExampleEncoder` turns an example into ids exactly as the judge builds its inputs: the processor on the image and
+the stage-1 prompt (image tokens expanded), then for stage 2 the context description's ids and
 `prompts.tail_token_ids` of the relevance turn, then the answer and the end-of-sequence token. Labels are -100
-everywhere except the answer and its end token: no prompt, image or padding token carries loss.
+everywhere except the answer and its end token: no prompt, image or padding token carries loss; the score's
+digits weigh `score_loss_weight` in the loss.
 """
 
 from __future__ import annotations
@@ -37,10 +40,10 @@ from PIL import Image
 from animatch.config import JudgeTrainConfig
 from animatch.data.images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
 from animatch.data.safepath import path_inside
-from animatch.data.synth_text import DESCRIBED, describe
 from animatch.errors import UserError
 from animatch.evaluate.text import extract_keywords
 from animatch.judge import prompts
+from animatch.judge.scores import ScoreTokens
 
 IGNORE_INDEX = -100
 PERSONALITY_SCORE = 1
@@ -73,8 +76,14 @@ def join_within(tokenizer: Any, pieces: list[str], budget: int) -> str:
     return tokenizer.decode(_ids(tokenizer, pieces[0])[:budget], skip_special_tokens=True).strip()
 
 
-def description_target(record: dict, tokenizer: Any, budget: int) -> str:
-    """The stage-1 answer of a record: its appearance chunks joined up to `budget` tokens, name anonymised."""
+def description_target(record: dict, tokenizer: Any, budget: int, style: str = "text") -> str:
+    """The stage-1 answer of a record, name anonymised, within `budget` tokens: its appearance chunks joined
+    (style "text"), or the appearance keywords of `extract_keywords` joined by commas (style "keywords"; the
+    text when it has none)."""
+    if style == "keywords":
+        keywords = extract_keywords(anonymise(record["appearance"], record["character"]))
+        if keywords:
+            return join_within(tokenizer, [k + "," for k in keywords], budget).rstrip(",")
     text = join_within(tokenizer, record.get("appearance_chunks") or [record["appearance"]], budget)
     return anonymise(text, record["character"])
 
@@ -90,33 +99,12 @@ def anonymise(text: str, name: str) -> str:
     return re.sub(rf"(^|[.!?]\s+){NEUTRAL_NAME}", lambda m: m.group(1) + NEUTRAL_NAME.capitalize(), text)
 
 
-def _pronoun(text: str) -> str:
-    words = re.findall(r"[a-z]+", text.lower())
-    return "she" if sum(w in ("she", "her", "hers") for w in words) >= sum(w in ("he", "his", "him")
-                                                                           for w in words) else "he"
-
-
-def _has_attributes(record: dict) -> bool:
-    return isinstance(record.get("attributes"), dict) and all(k in record["attributes"] for k in DESCRIBED)
-
-
-def _attribute_phrases(attributes: dict) -> dict[str, str]:
-    """Canonical words of the attributes a text always states (hair, eyes, outfit)."""
-    return {"hair_color": f"{attributes['hair_color']} hair", "hair_style": attributes["hair_style"],
-            "eye_color": f"{attributes['eye_color']} eyes",
-            "outfit": f"{attributes['outfit_color']} {attributes['outfit']}"}
-
-
-def relevance_answer(score: int, candidate: dict, anchor: dict, text: str, positive: bool) -> str:
-    """`Score: N\\nAnalysis: ...` about `text`, written about record `candidate`, judged against record
-    `anchor`: the analysis names what matches (positive) or what does not (negative), from the synthetic
-    attributes when both records have them, else from the appearance keywords (`extract_keywords`)."""
-    if _has_attributes(candidate) and _has_attributes(anchor):
-        said, truth = _attribute_phrases(candidate["attributes"]), _attribute_phrases(anchor["attributes"])
-        keywords = [said[k] for k in said if (said[k] == truth[k]) == positive]
-    else:
-        reference = set(extract_keywords(anchor["appearance"]))
-        keywords = [k for k in extract_keywords(text) if (k in reference) == positive]
+def relevance_answer(score: int, anchor: dict, text: str, positive: bool) -> str:
+    """`Score: N\\nAnalysis: ...` about candidate `text` judged against record `anchor`: the analysis names the
+    text's appearance keywords (`extract_keywords`) that the anchor's appearance has (positive) or lacks
+    (negative)."""
+    reference = set(extract_keywords(anchor["appearance"]))
+    keywords = [k for k in extract_keywords(text) if (k in reference) == positive]
     listed = ", ".join(keywords[:4])
     if positive:
         analysis = "The text matches the character" + (f": {listed}." if listed else ".")
@@ -126,101 +114,147 @@ def relevance_answer(score: int, candidate: dict, anchor: dict, text: str, posit
 
 
 class _Planner:
-    """Draws the stage-2 texts of one epoch (see the module docstring)."""
+    """What the stage-2 texts of an epoch are drawn from (see the module docstring); every draw takes the rng
+    of its example, so any example can be written on its own, in any order."""
 
-    def __init__(self, records: list[dict], cfg: JudgeTrainConfig, tokenizer: Any, rng: random.Random):
-        self.records, self.cfg, self.tokenizer, self.rng = records, cfg, tokenizer, rng
+    def __init__(self, records: list[dict], cfg: JudgeTrainConfig, tokenizer: Any, own: dict[int, str] | None):
+        self.records, self.cfg, self.tokenizer, self.own = records, cfg, tokenizer, own
+        self.members = sorted(own) if own is not None else list(range(len(records)))
         self.by_title: dict[str, list[int]] = defaultdict(list)
-        for i, r in enumerate(records):
-            self.by_title[r["title"]].append(i)
+        for i in self.members:
+            self.by_title[records[i]["title"]].append(i)
         self.sentences = [split_sentences(r["appearance"]) for r in records]
+        # A text context could copy a positive's candidate word for word; keywords or own descriptions cannot.
+        self.split_positives = own is None and cfg.description_style == "text"
 
-    def dropped(self, i: int) -> list[int]:
-        """Indices of 1-3 sentences of record i (never all of them; none for synthetic records)."""
+    def dropped(self, i: int, rng: random.Random) -> list[int]:
+        """Indices of 1-3 sentences of record i, never all of them (none unless `split_positives`)."""
         n = len(self.sentences[i])
-        if _has_attributes(self.records[i]) or n < 2:
+        if not self.split_positives or n < 2:
             return []
-        k = self.rng.randint(1, min(MAX_CANDIDATE_SENTENCES, n - 1))
-        start = self.rng.randint(0, n - k)
+        k = rng.randint(1, min(MAX_CANDIDATE_SENTENCES, n - 1))
+        start = rng.randint(0, n - k)
         return list(range(start, start + k))
 
-    def candidate(self, j: int, taken: list[int] | None = None) -> str:
-        """A text about record j: a rendering of its attributes, else its sentences `taken` (or 1-3 drawn)."""
-        record = self.records[j]
-        if _has_attributes(record):
-            text = describe(record["attributes"], self.rng, record["character"], _pronoun(record["appearance"]))
-            pieces = split_sentences(text)
-        else:
-            taken = taken if taken is not None else self.dropped(j) or list(range(len(self.sentences[j])))
-            pieces = [self.sentences[j][t] for t in taken]
-        return join_within(self.tokenizer, pieces, self.cfg.candidate_tokens)
+    def candidate(self, j: int, rng: random.Random, taken: list[int] | None = None) -> str:
+        """A text about record j: its sentences `taken`, else (no `split_positives`) its sentences from one in
+        the first half on, else 1-3 drawn sentences; cut to whole sentences within `candidate_tokens`."""
+        sentences = self.sentences[j]
+        if not taken and not self.split_positives:
+            taken = list(range(rng.randrange(len(sentences) // 2 + 1), len(sentences)))
+        taken = taken if taken is not None else self.dropped(j, rng) or list(range(len(sentences)))
+        return join_within(self.tokenizer, [sentences[t] for t in taken], self.cfg.candidate_tokens)
 
     def context(self, i: int, dropped: list[int]) -> str:
-        """Record i's description for the stage-2 context (as stage 1 is trained to write it), without the
-        `dropped` sentences."""
+        """Record i's description for the stage-2 context: the model's own, else the description target (as
+        stage 1 is trained to write it) of its appearance without the `dropped` sentences."""
+        if self.own is not None:
+            return self.own[i]
         record = self.records[i]
-        if _has_attributes(record) or not dropped:
-            return description_target(record, self.tokenizer, self.cfg.description_tokens)
-        kept = [s for t, s in enumerate(self.sentences[i]) if t not in dropped]
-        return anonymise(join_within(self.tokenizer, kept, self.cfg.description_tokens), record["character"])
+        if dropped:
+            kept = [s for t, s in enumerate(self.sentences[i]) if t not in dropped]
+            record = {**record, "appearance": " ".join(kept), "appearance_chunks": kept}
+        return description_target(record, self.tokenizer, self.cfg.description_tokens, self.cfg.description_style)
 
-    def negative_of(self, i: int) -> int | None:
+    def negative_of(self, i: int, rng: random.Random) -> int | None:
         same = [j for j in self.by_title[self.records[i]["title"]] if j != i]
-        if same and self.rng.random() < self.cfg.same_title_negatives:
-            return self.rng.choice(same)
-        if len(self.records) < 2:
+        if same and rng.random() < self.cfg.same_title_negatives:
+            return rng.choice(same)
+        if len(self.members) < 2:
             return None
-        j = self.rng.randrange(len(self.records) - 1)
-        return j + (j >= i)
+        while True:
+            j = rng.choice(self.members)
+            if j != i:
+                return j
+
+    def write(self, slot: dict) -> dict:
+        """The written example of a planned slot (see `plan_epoch`)."""
+        i, kind, cfg = slot["record"], slot["kind"], self.cfg
+        rng = random.Random(slot["seed"])
+        if kind == "description":
+            answer = description_target(self.records[i], self.tokenizer, cfg.description_tokens,
+                                        cfg.description_style)
+            return {"record": i, "kind": kind, "other": None, "description": None, "text": None, "answer": answer}
+        taken = self.dropped(i, rng)
+        if kind == "positive":
+            text = self.candidate(i, rng, taken)
+        elif kind == "negative":
+            text = self.candidate(slot["other"], rng)  # the context loses sentences as a positive's does
+        else:
+            text = join_within(self.tokenizer, split_sentences(self.records[i]["personality"]), cfg.candidate_tokens)
+        if kind == "personality":
+            answer = prompts.format_relevance_answer(PERSONALITY_SCORE, "The text describes personality, not "
+                                                                        "appearance.")
+        else:
+            score = cfg.positive_score if kind == "positive" else cfg.negative_score
+            answer = relevance_answer(score, self.records[i], text, kind == "positive")
+        return {"record": i, "kind": kind, "other": slot.get("other", i if kind == "positive" else None),
+                "description": self.context(i, taken), "text": text, "answer": answer}
 
 
-def plan_epoch(records: list[dict], cfg: JudgeTrainConfig, tokenizer: Any, seed: int,
-               epoch: int) -> tuple[list[dict], Counter]:
-    """(the epoch's example specs in a seeded order, counts of examples that could not be made, by reason).
+class EpochPlan:
+    """The examples of one epoch in a seeded order: slots {"record", "kind", "other", "seed"} drawn up front
+    (cheap), each written out to its texts only when used (`plan[n]`), so a run that uses a few thousand of a
+    large dataset's examples does not write them all. `missing`: examples that could not be made, by reason."""
 
-    A spec: {"record": index, "kind": description|positive|negative|personality, "description": stage-2
-    context or None, "text": candidate or None, "answer": the target answer}.
+    def __init__(self, slots: list[dict], missing: Counter, planner: _Planner):
+        self.slots, self.missing, self.planner = slots, missing, planner
+
+    def __len__(self) -> int:
+        return len(self.slots)
+
+    def __getitem__(self, n: int) -> dict:
+        return self.planner.write(self.slots[n])
+
+    def kinds(self) -> Counter:
+        return Counter(slot["kind"] for slot in self.slots)
+
+
+def plan_epoch(records: list[dict], cfg: JudgeTrainConfig, tokenizer: Any, seed: int, epoch: int,
+               own: dict[int, str] | None = None, describe_only: bool = False) -> EpochPlan:
+    """The epoch's examples (`EpochPlan`), drawn from (seed, epoch).
+
+    `describe_only`: description examples only. `own`: the model's own descriptions of some records (index ->
+    text); then only those records make examples, and their stage-2 context is their own description.
+    A written example: {"record": index, "kind": description|positive|negative|personality, "other": index of
+    the candidate's character or None, "description": stage-2 context or None, "text": candidate or None,
+    "answer": the target answer}.
     """
     rng = random.Random(f"{seed}:{epoch}")
-    planner = _Planner(records, cfg, tokenizer, rng)
-    plan: list[dict] = []
+    planner = _Planner(records, cfg, tokenizer, own)
+    slots: list[dict] = []
     missing: Counter = Counter()
-
-    def relevance(i: int, j: int, kind: str, context: str, text: str, score: int) -> None:
-        answer = (relevance_answer(score, records[j], records[i], text, kind == "positive")
-                  if kind != "personality" else
-                  prompts.format_relevance_answer(score, "The text describes personality, not appearance."))
-        plan.append({"record": i, "kind": kind, "description": context, "text": text, "answer": answer})
-
+    judged = set(planner.members) if not describe_only else set()
     for i, record in enumerate(records):
-        target = description_target(record, tokenizer, cfg.description_tokens)
-        plan += [{"record": i, "kind": "description", "description": None, "text": None, "answer": target}
-                 for _ in range(cfg.description_examples)]
-        taken = planner.dropped(i)
-        if _has_attributes(record) or taken:
-            relevance(i, i, "positive", planner.context(i, taken), planner.candidate(i, taken),
-                      cfg.positive_score)
+        if own is not None and i not in judged:  # the stage-2 epochs keep describing the same characters
+            continue
+        slots += [{"record": i, "kind": "description"} for _ in range(cfg.description_examples)]
+        if i not in judged:
+            continue
+        if not planner.split_positives or len(planner.sentences[i]) >= 2:
+            slots.append({"record": i, "kind": "positive"})
         else:
             missing["positive: appearance of one sentence"] += 1
         for _ in range(cfg.negatives_per_positive):
-            j = planner.negative_of(i)
+            j = planner.negative_of(i, rng)
             if j is None:
                 missing["negative: no other character"] += 1
-                continue
-            context = planner.context(i, planner.dropped(i))
-            relevance(i, j, "negative", context, planner.candidate(j), cfg.negative_score)
+            else:
+                slots.append({"record": i, "kind": "negative", "other": j})
         if record.get("personality", "").strip() and rng.random() < cfg.personality_negatives:
-            text = join_within(tokenizer, split_sentences(record["personality"]), cfg.candidate_tokens)
-            relevance(i, i, "personality", planner.context(i, planner.dropped(i)), text, PERSONALITY_SCORE)
-    rng.shuffle(plan)
-    return plan, missing
+            slots.append({"record": i, "kind": "personality"})
+    rng.shuffle(slots)
+    for n, slot in enumerate(slots):
+        slot["seed"] = f"{seed}:{epoch}:{n}"
+    return EpochPlan(slots, missing, planner)
 
 
 class ExampleEncoder:
     """Token ids and labels of planned examples, built from the same pieces the judge feeds the model."""
 
-    def __init__(self, processor: Any):
-        self.processor, self.tokenizer = processor, processor.tokenizer
+    def __init__(self, processor: Any, score_weight: float = 1.0):
+        self.processor, self.tokenizer, self.score_weight = processor, processor.tokenizer, score_weight
+        self.scores = ScoreTokens(self.tokenizer)
         self.stage1_prompt = prompts.render_description_prompt(processor)
         self.eos = self.tokenizer.eos_token_id
         self.image_token_id = self.tokenizer.convert_tokens_to_ids(processor.image_token)
@@ -235,29 +269,36 @@ class ExampleEncoder:
         return ids, batch["pixel_values"][0]
 
     def encode(self, image: Image.Image, spec: dict) -> dict:
-        """{"input_ids", "labels", "pixel_values"}: labels -100 on everything but the answer + end token."""
+        """{"input_ids", "labels", "weights", "pixel_values"}: labels -100 on everything but the answer + end
+        token; weights (of each label in the loss) 1, `score_weight` on the score's digits of a stage-2 answer."""
         prompt, pixel_values = self.prompt_ids(image, spec)
         answer = _ids(self.tokenizer, spec["answer"]) + [self.eos]
         labels = [IGNORE_INDEX] * len(prompt) + answer
         input_ids = prompt + answer
         labels = [IGNORE_INDEX if t == self.image_token_id else label for t, label in zip(input_ids, labels)]
-        return {"input_ids": torch.tensor(input_ids), "labels": torch.tensor(labels), "pixel_values": pixel_values}
+        weights = [0.0] * len(prompt) + [1.0] * len(answer)
+        step = self.scores.position(answer) if spec["kind"] != "description" else None
+        while step is not None and step < len(answer) and answer[step] in self.scores.digit_tokens:
+            weights[len(prompt) + step] = self.score_weight
+            step += 1
+        return {"input_ids": torch.tensor(input_ids), "labels": torch.tensor(labels),
+                "weights": torch.tensor(weights), "pixel_values": pixel_values}
 
 
 class JudgeExampleDataset(torch.utils.data.Dataset):
     """Item i of the current epoch's plan, encoded. When its image fails to load or it is longer than
     `max_length`, the next items are tried instead (up to MAX_SUBSTITUTES), so a batch is never short; the
     failures travel with the item in "skipped" to be counted. Call `set_epoch` before each epoch (it redraws
-    the plan)."""
+    the plan; `own` and `describe_only` as in `plan_epoch`)."""
 
     def __init__(self, records: list[dict], root: str | Path, processor: Any, cfg: JudgeTrainConfig, seed: int,
                  max_pixels: int = DEFAULT_MAX_PIXELS):
         self.records, self.root, self.cfg, self.seed, self.max_pixels = records, Path(root), cfg, seed, max_pixels
-        self.encoder = ExampleEncoder(processor)
+        self.encoder = ExampleEncoder(processor, cfg.score_loss_weight)
         self.set_epoch(0)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.plan, self.missing = plan_epoch(self.records, self.cfg, self.encoder.tokenizer, self.seed, epoch)
+    def set_epoch(self, epoch: int, own: dict[int, str] | None = None, describe_only: bool = False) -> None:
+        self.plan = plan_epoch(self.records, self.cfg, self.encoder.tokenizer, self.seed, epoch, own, describe_only)
 
     def __len__(self) -> int:
         return len(self.plan)
@@ -282,17 +323,19 @@ class JudgeExampleDataset(torch.utils.data.Dataset):
 
 @dataclass
 class ExampleCollator:
-    """Right-pads a batch: labels -100 and attention 0 on the padding."""
+    """Right-pads a batch: labels -100, weight 0 and attention 0 on the padding."""
     pad_token_id: int
 
     def __call__(self, items: list[dict]) -> dict:
         width = max(len(it["input_ids"]) for it in items)
         input_ids = torch.full((len(items), width), self.pad_token_id, dtype=torch.long)
         labels = torch.full((len(items), width), IGNORE_INDEX, dtype=torch.long)
+        weights = torch.zeros((len(items), width))
         attention_mask = torch.zeros((len(items), width), dtype=torch.long)
         for row, it in enumerate(items):
             n = len(it["input_ids"])
             input_ids[row, :n], labels[row, :n], attention_mask[row, :n] = it["input_ids"], it["labels"], 1
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels,
+            weights[row, :n] = it["weights"]
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels, "weights": weights,
                 "pixel_values": torch.stack([it["pixel_values"] for it in items]), "size": len(items),
                 "skipped": [s for it in items for s in it["skipped"]], "kinds": [it["kind"] for it in items]}

@@ -7,14 +7,17 @@ appearance cut to whole sentences within `candidate_tokens` tokens, as `judge-tr
 reference "divided the dataset and reference texts into multiple groups"); every figure is given per group
 and overall (pooled over all pairs). Measures, each from `Judge.analyze_batch` results:
 1. verdict accuracy (score >= threshold against the truth; an unparsed or failed pair counts as wrong),
-   ROC-AUC of the raw score over the pairs that have one (`evaluate.classification`), unparsed rate;
+   ROC-AUC of the sampled score and of the expected score (`judge.scores`, the model's confidence) over
+   the pairs that have one (`evaluate.classification`), unparsed rate, and the verdict's reliability: the
+   model's probability of a match against how often such pairs truly match (calibration error, plot);
 2. keyword Recall@K of the stage-1 description against the reference appearance (`evaluate.text`), next to
    the blind-guess baseline: another character's reference appearance in place of the description, averaged
    over the other characters of the group (at most BLIND_SAMPLE of them);
 3. BLEU-4 (corpus) and ROUGE-L F1 (mean) of the descriptions against the references;
 4. mean semantic cosine of description and reference (sentence-transformers).
 Description measures take one description per image (its positive pair's). Writes judge_eval.json,
-judge_eval.md, score_hist.png (positives vs negatives) and pairs_<role>.jsonl; `--baseline` adds a second
+judge_eval.md, score_hist.png (sampled and expected scores, positives vs negatives), reliability.png and
+pairs_<role>.jsonl; `--baseline` adds a second
 model side by side.
 """
 
@@ -46,6 +49,7 @@ from animatch.judge.judge import Judge
 from animatch.runs import atomic_write_text, claim_output, markdown_table, write_json, write_run_files
 
 BLIND_SAMPLE = 50
+RELIABILITY_BINS = 10
 
 
 def build_pairs(records: list[dict], groups: int, seed: int) -> list[dict]:
@@ -105,6 +109,9 @@ def figures(pairs: list[dict], outputs: list[dict], per_record: dict[int, dict],
     labels = [p["label"] for p in pairs]
     scores = [o["score"] for o in outputs]
     scored = [(s, y) for s, y in zip(scores, labels) if s is not None]
+    expected = [(o.get("score_expected"), y) for o, y in zip(outputs, labels) if o.get("score_expected") is not None]
+    confidence = [(o["match_probability"], y) for o, y in zip(outputs, labels)
+                  if o.get("match_probability") is not None]
     described = [p["record"] for p in pairs if p["label"] and p["record"] in per_record]
     rows = [per_record[i] for i in described]
     recalls = [r["recall"] for r in rows if r["recall"] is not None]
@@ -117,11 +124,33 @@ def figures(pairs: list[dict], outputs: list[dict], per_record: dict[int, dict],
         "error_rate": sum(o["status"] == "error" for o in outputs) / len(pairs),
         "mean_score_positive": _mean([s for s, y in scored if y]),
         "mean_score_negative": _mean([s for s, y in scored if not y]),
+        "roc_auc_expected": roc_auc([s for s, _ in expected], [y for _, y in expected]) if expected else None,
+        "mean_expected_positive": _mean([s for s, y in expected if y]),
+        "mean_expected_negative": _mean([s for s, y in expected if not y]),
+        "calibration_error": calibration_error(confidence),
         "descriptions": len(rows), "keyword_recall": _mean(recalls), "blind_guess_recall": _mean(blinds),
         "bleu": bleu([r["description"] for r in rows], [r["reference"] for r in rows]) if rows else None,
         "rouge_l": _mean([r["rouge_l"] for r in rows]),
         "semantic_cosine": _mean([r["cosine"] for r in rows if r["cosine"] is not None]),
     }
+
+
+def reliability_bins(confidence: list[tuple[float, bool]]) -> list[dict]:
+    """The verdict's reliability: pairs binned by the model's match probability (RELIABILITY_BINS equal
+    bins), each with its mean probability, the fraction that truly match, and its size."""
+    bins: list[list[tuple[float, bool]]] = [[] for _ in range(RELIABILITY_BINS)]
+    for p, y in confidence:
+        bins[min(int(p * RELIABILITY_BINS), RELIABILITY_BINS - 1)].append((p, y))
+    return [{"predicted": _mean([p for p, _ in b]), "observed": _mean([float(y) for _, y in b]), "pairs": len(b)}
+            for b in bins if b]
+
+
+def calibration_error(confidence: list[tuple[float, bool]]) -> float | None:
+    """Expected calibration error of the match probability: the pair-weighted mean |predicted - observed|."""
+    if not confidence:
+        return None
+    return sum(b["pairs"] * abs(b["predicted"] - b["observed"]) for b in reliability_bins(confidence)) / \
+        len(confidence)
 
 
 def evaluate(judge: Judge, role: str, pairs: list[dict], records: list[dict], texts: dict[int, str],
@@ -147,7 +176,8 @@ def evaluate(judge: Judge, role: str, pairs: list[dict], records: list[dict], te
         result["overall"]["group_accuracy_std"] = statistics.pstdev(accuracies)
     rows = [{"group": p["group"], "id": records[p["record"]].get("id"), "character": records[p["record"]]["character"],
              "text_of": records[p["text_of"]]["character"], "label": p["label"], "text": texts[p["text_of"]],
-             **{k: o[k] for k in ("score", "match", "status", "error", "description", "analysis", "raw")}}
+             **{k: o.get(k) for k in ("score", "score_expected", "match_probability", "match", "status", "error",
+                                      "description", "analysis", "raw")}}
             for p, o in zip(pairs, outputs)]
     return result, rows
 
@@ -158,24 +188,52 @@ def judge_name(cfg: JudgeEvalConfig, role: str) -> str:
 
 
 def _plot(rows_by_role: dict[str, list[dict]], out: Path) -> None:
-    fig, axes = plt.subplots(1, len(rows_by_role), figsize=(5 * len(rows_by_role), 3.5), squeeze=False)
-    bins = [s + 0.5 for s in range(11)]
-    for ax, (role, rows) in zip(axes[0], rows_by_role.items()):
-        for label, name in ((False, "negatives"), (True, "positives")):
-            ax.hist([r["score"] for r in rows if r["label"] == label and r["score"] is not None], bins=bins,
-                    alpha=0.6, label=name)
-        unparsed = sum(r["score"] is None for r in rows)
-        ax.set(title=f"{role} ({unparsed} without a score)", xlabel="score", ylabel="pairs", xticks=range(1, 11))
-        ax.legend()
+    """score_hist.png: sampled and expected scores of positives vs negatives per model; reliability.png: the
+    verdict's reliability diagram. A model without any score gets a message instead of an empty plot."""
+    fig, axes = plt.subplots(2, len(rows_by_role), figsize=(5 * len(rows_by_role), 6.5), squeeze=False)
+    for column, (role, rows) in enumerate(rows_by_role.items()):
+        for ax, key, bins in ((axes[0][column], "score", [s + 0.5 for s in range(11)]),
+                              (axes[1][column], "score_expected", 18)):
+            values = {label: [r[key] for r in rows if r["label"] == label and r.get(key) is not None]
+                      for label in (False, True)}
+            missing = sum(r.get(key) is None for r in rows)
+            what = "sampled score" if key == "score" else "expected score"
+            ax.set_title(f"{role}: {what} ({missing} of {len(rows)} without one)", fontsize=9)
+            if not values[False] and not values[True]:
+                ax.text(0.5, 0.5, f"no {what} in {len(rows)} pairs\n(every answer unparsed or failed)",
+                        ha="center", va="center", transform=ax.transAxes)
+                ax.set_axis_off()
+                continue
+            ax.hist([values[False], values[True]], bins=bins, range=(1, 10), label=["negatives", "positives"],
+                    alpha=0.7)
+            ax.set(xlabel=what, ylabel="pairs", xlim=(0.5, 10.5), xticks=range(1, 11))
+            ax.legend()
     fig.tight_layout()
     fig.savefig(out / "score_hist.png", dpi=100)
     plt.close(fig)
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfectly calibrated")
+    for role, rows in rows_by_role.items():
+        bins = reliability_bins([(r["match_probability"], r["label"]) for r in rows
+                                 if r.get("match_probability") is not None])
+        if bins:
+            ax.plot([b["predicted"] for b in bins], [b["observed"] for b in bins], marker="o", label=role)
+        else:
+            ax.plot([], [], label=f"{role}: no score")
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="model's probability of a match (score >= threshold)",
+           ylabel="fraction that truly match", title="verdict reliability")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "reliability.png", dpi=100)
+    plt.close(fig)
 
 
-SUMMARY = [("accuracy", "accuracy"), ("roc_auc", "ROC-AUC"), ("unparsed_rate", "unparsed"),
+SUMMARY = [("accuracy", "accuracy"), ("roc_auc", "ROC-AUC"), ("roc_auc_expected", "ROC-AUC expected"),
+           ("unparsed_rate", "unparsed"),
            ("keyword_recall", "Recall@K"), ("blind_guess_recall", "blind guess"), ("bleu", "BLEU-4"),
            ("rouge_l", "ROUGE-L"), ("semantic_cosine", "cosine"), ("mean_score_positive", "mean score +"),
-           ("mean_score_negative", "mean score -")]
+           ("mean_score_negative", "mean score -"), ("mean_expected_positive", "mean expected +"),
+           ("mean_expected_negative", "mean expected -"), ("calibration_error", "ECE")]
 
 
 def report(cfg: JudgeEvalConfig, results: dict, n_characters: int) -> str:
@@ -186,15 +244,17 @@ def report(cfg: JudgeEvalConfig, results: dict, n_characters: int) -> str:
              f"{results['model']['overall']['pairs']} balanced pairs)", ""]
     lines += [f"- {role}: `{m['model']}` ({m['seconds']:.0f} s)" for role, m in results.items()]
     lines += ["", markdown_table(rows, floatfmt=".3f"), "",
-              "Unparsed or failed pairs count as wrong verdicts; ROC-AUC is over the pairs with a score. The blind "
-              "guess is another character's reference appearance in place of the description.", ""]
+              "Unparsed or failed pairs count as wrong verdicts; ROC-AUC is over the pairs with a score (sampled, "
+              "or expected: the mean score under the model's probabilities of the score tokens). ECE: the "
+              "calibration error of the model's probability of a match. The blind guess is another character's "
+              "reference appearance in place of the description.", ""]
     for role, m in results.items():
         if m["groups"]:
-            groups = [{"group": g, **{head.get(k, name): f[k] for k, name in SUMMARY[:5]}}
+            groups = [{"group": g, **{head.get(k, name): f[k] for k, name in SUMMARY[:6]}}
                       for g, f in enumerate(m["groups"])]
             lines += [f"## {role}: per group (accuracy std {m['overall']['group_accuracy_std']:.3f})", "",
                       markdown_table(groups, floatfmt=".3f"), ""]
-    lines.append("![scores](score_hist.png)")
+    lines += ["![scores](score_hist.png)", "", "![reliability](reliability.png)"]
     return "\n".join(lines)
 
 

@@ -11,8 +11,10 @@ also used under beam search, whose cache does not follow the returned rows). Aft
 cache is cropped back to stage 1's, so retries reuse it too, without a copy. When the score cannot be
 parsed, stage 2 is retried at `retry_temperatures`; then the result is `status: "unparsed"` with the raw
 text kept. Bad images and non-English texts become `status: "error"` results; they never stop a batch.
-Result keys: description, score, analysis, match, status, error, raw, attempts, timings (seconds per pair;
-in a batch, the batch's time divided among its pairs).
+Result keys: description, score, score_expected (the expected score under the model's probabilities of the
+score tokens at the score position, `scores`), match_probability (their probability of a match), analysis,
+match, status, error, raw, attempts, timings (seconds per pair; in a batch, the batch's time divided among
+its pairs).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from animatch.judge import prompts
 from animatch.judge.language import english_problem
 from animatch.judge.loading import load_judge_model
 from animatch.judge.parse import parse_analysis, parse_score
+from animatch.judge.scores import ScoreTokens, expected_score, match_probability
 
 DEFAULTS = JudgeConfig()  # the keyword defaults of Judge below are the CLI's
 # What `Judge.from_options` reads besides the model: the keyword settings of `Judge`.
@@ -54,8 +57,9 @@ class _Described:
 
 def error_result(message: str) -> dict:
     """The result of a pair that could not be judged."""
-    return {"description": None, "score": None, "analysis": None, "match": None, "status": "error",
-            "error": message, "raw": None, "attempts": 0, "timings": {}}
+    return {"description": None, "score": None, "score_expected": None, "match_probability": None,
+            "analysis": None, "match": None,
+            "status": "error", "error": message, "raw": None, "attempts": 0, "timings": {}}
 
 
 class Judge:
@@ -94,6 +98,7 @@ class Judge:
         self._eos = set(eos) | {tokenizer.eos_token_id} - {None}
         self._pad = tokenizer.pad_token_id
         self._prompt = prompts.render_description_prompt(processor)
+        self._scores = ScoreTokens(tokenizer)
 
     @classmethod
     def from_options(cls, options: Any, *, prefix: str = "", **overrides: Any) -> Judge:
@@ -151,11 +156,13 @@ class Judge:
         tokenizer = self.processor.tokenizer
         tails = [prompts.tail_token_ids(tokenizer, prompts.relevance_tail(self.processor, t)) for t in texts]
         raw: list[str] = [""] * len(texts)
+        distributions: list[dict[int, float] | None] = [None] * len(texts)
         attempts = [0] * len(texts)
         todo = list(range(len(texts)))
         for attempt, temperature in enumerate((self.temperature, *self.retry_temperatures)):
-            for i, answer in zip(todo, self._relevance(described, tails, todo, temperature, self.seed + attempt)):
-                raw[i], attempts[i] = answer, attempt + 1
+            answers = self._relevance(described, tails, todo, temperature, self.seed + attempt)
+            for i, (answer, distribution) in zip(todo, answers):
+                raw[i], distributions[i], attempts[i] = answer, distribution, attempt + 1
             todo = [i for i in todo if parse_score(raw[i]) is None]
             if not todo:
                 break
@@ -163,14 +170,21 @@ class Judge:
         n = len(texts)
         timings = {"stage1_s": stage1 / n, "stage2_s": stage2 / n, "total_s": (stage1 + stage2) / n}
         results = []
-        for description, answer, tries in zip(described.descriptions, raw, attempts):
+        for description, answer, distribution, tries in zip(described.descriptions, raw, distributions, attempts):
             score = parse_score(answer)
             results.append({
-                "description": description, "score": score, "analysis": parse_analysis(answer),
+                "description": description, "score": score, "score_expected": expected_score(distribution),
+                "match_probability": match_probability(distribution, self.threshold),
+                "analysis": parse_analysis(answer),
                 "match": None if score is None else score >= self.threshold,
                 "status": "ok" if score is not None else "unparsed", "error": None, "raw": answer,
                 "attempts": tries, "timings": dict(timings)})
         return results
+
+    @torch.inference_mode()
+    def describe(self, images: list[Image.Image]) -> list[str]:
+        """Stage 1 alone: the descriptions of `images`, as `analyze_batch` writes them."""
+        return self._describe(images).descriptions
 
     def _describe(self, images: list[Image.Image]) -> _Described:
         inputs = self.processor(images=images, text=[self._prompt] * len(images), padding=True,
@@ -193,8 +207,9 @@ class Judge:
         return _Described(inputs, out.sequences, lengths, cache, cache_name, list(range(len(images))), descriptions)
 
     def _relevance(self, d: _Described, tails: list[list[int]], rows: list[int], temperature: float,
-                   seed: int) -> list[str]:
-        """Stage-2 answers of `rows`, continuing stage 1 through its cache or encoding from scratch."""
+                   seed: int) -> list[tuple[str, dict[int, float] | None]]:
+        """(stage-2 answer, its score distribution) of `rows`, continuing stage 1 through its cache or encoding from
+        scratch."""
         index = torch.tensor(rows, device=self.device)
         tail_ids, tail_mask = self._left_pad([tails[i] for i in rows])
         if self.reuse_prefix and d.cache is not None:
@@ -226,10 +241,15 @@ class Judge:
             else {"do_sample": False}
         torch.manual_seed(seed)
         out = self.model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=self.max_analysis_tokens,
-                                  num_beams=1, pad_token_id=self._pad, **sampling, **extra)
+                                  num_beams=1, pad_token_id=self._pad, return_dict_in_generate=True,
+                                  output_logits=True, **sampling, **extra)
         if d.cache is not None and extra.get(d.cache_name) is d.cache:
             d.cache.crop(cached - d.cache.get_seq_length())  # negative: drop the tokens stage 2 added
-        return self.processor.tokenizer.batch_decode(out[:, input_ids.shape[1]:], skip_special_tokens=True)
+        generated = out.sequences[:, input_ids.shape[1]:]
+        texts = self.processor.tokenizer.batch_decode(generated, skip_special_tokens=True)
+        logits = torch.stack(out.logits, dim=1).float()  # [rows, steps, vocab], before temperature and top-p
+        return [(text, self._scores.distribution(row.tolist(), row_logits))
+                for text, row, row_logits in zip(texts, generated, logits)]
 
     def _left_pad(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         width = max(len(r) for r in rows)

@@ -28,13 +28,15 @@ from transformers import get_scheduler
 
 from animatch.config import JudgeTrainConfig
 from animatch.data.datasets import epoch_batches
+from animatch.data.images import ImageLoadError, load_image
 from animatch.data.schema import load_split
 from animatch.errors import UserError
 from animatch.judge import prompts
 from animatch.judge.data import ExampleCollator, JudgeExampleDataset
+from animatch.judge.judge import Judge
 from animatch.judge.loading import load_judge_model
 from animatch.judge.trainable import TrainedWeights, answer_loss, load_trainable, param_groups
-from animatch.runs import atomic_dir, claim_output, write_run_files
+from animatch.runs import atomic_dir, atomic_write_text, claim_output, write_run_files
 from animatch.training.checkpoint import STATE_DIR, has_resume_state, load_resume_state, save_checkpoint
 from animatch.training.runtime import (
     cut_metrics,
@@ -46,6 +48,8 @@ from animatch.training.runtime import (
 )
 
 SHARDED = (DistributedType.DEEPSPEED, DistributedType.FSDP)
+OWN_FILE = "own_descriptions.json"
+DESCRIBE_BATCH = 32
 
 
 def _check(cfg: JudgeTrainConfig) -> None:
@@ -142,6 +146,37 @@ class _Run:
         return loss.detach().float().item()
 
 
+def own_descriptions(run: _Run, records: list[dict]) -> dict[int, str]:
+    """The model's own greedy descriptions of `own_descriptions` training characters (seeded draw), written
+    to OWN_FILE; a resumed run reads them back. Characters whose image fails to load are left out."""
+    cfg, path = run.cfg, run.out / OWN_FILE
+    if path.is_file():
+        return {int(i): text for i, text in json.loads(path.read_text()).items()}
+    chosen = list(range(len(records)))
+    if cfg.own_descriptions is not None and cfg.own_descriptions < len(records):
+        chosen = sorted(random.Random(cfg.seed).sample(chosen, cfg.own_descriptions))
+    model = run.acc.unwrap_model(run.model)
+    model.eval()
+    judge = Judge.from_model(model, run.processor, max_description_tokens=cfg.description_tokens)
+    own: dict[int, str] = {}
+    for first in tqdm(range(0, len(chosen), DESCRIBE_BATCH), desc="own descriptions",
+                      disable=not run.acc.is_main_process):
+        loaded = []
+        for i in chosen[first:first + DESCRIBE_BATCH]:
+            try:
+                loaded.append((i, load_image(Path(cfg.data) / records[i]["file_name"])))
+            except ImageLoadError:
+                continue
+        if loaded:
+            with run.acc.autocast():
+                own.update(zip([i for i, _ in loaded], judge.describe([image for _, image in loaded])))
+    model.train()
+    if run.acc.is_main_process:
+        atomic_write_text(path, json.dumps(own, ensure_ascii=False))
+    run.acc.wait_for_everyone()
+    return own
+
+
 def _val_batches(cfg: JudgeTrainConfig, processor, records: list[dict]) -> list[dict]:
     if not records or cfg.max_eval_examples < 1:
         return []
@@ -191,12 +226,15 @@ def run_judge_train(cfg: JudgeTrainConfig) -> int:
         acc.init_trackers("animatch-judge-train", config={k: str(v) for k, v in vars(cfg).items()})
     val_batches = _val_batches(cfg, processor, load_split(cfg.split_dir, "val"))
     collate = ExampleCollator(_pad_id(processor))
-    progress, kinds = run.progress, {}
+    progress, kinds, own = run.progress, {}, None
     bar = tqdm(total=total_steps, initial=progress["global_step"], desc="judge-train",
                disable=not acc.is_main_process)
     started, examples, window = time.perf_counter(), 0, []
     while progress["global_step"] < total_steps:
-        dataset.set_epoch(progress["epoch"])
+        describing = progress["global_step"] < cfg.describe_steps
+        if not describing and cfg.stage2_context == "own" and own is None:
+            own = own_descriptions(run, train_records)
+        dataset.set_epoch(progress["epoch"], own, describing)
         batches = epoch_batches(len(dataset), cfg.batch_size, world=acc.num_processes, rank=acc.process_index,
                                 seed=cfg.seed, epoch=progress["epoch"])
         batches = batches[:len(batches) // cfg.accum_steps * cfg.accum_steps]
@@ -232,6 +270,10 @@ def run_judge_train(cfg: JudgeTrainConfig) -> int:
             if cfg.save_every and step % cfg.save_every == 0:
                 run.save_last()
             if step >= total_steps:
+                break
+            if describing and step >= cfg.describe_steps:  # the next epoch adds the stage-2 examples
+                progress["epoch"] += 1
+                progress["step_in_epoch"] = 0
                 break
         else:
             progress["epoch"] += 1

@@ -27,17 +27,21 @@ QUANTIZATION_SKIP = ["multi_modal_projector", "vision_tower", "lm_head"]
 
 
 def answer_loss(model, batch: dict, device: torch.device) -> tuple[torch.Tensor, int]:
-    """(mean next-token cross-entropy over the answer tokens, their number). Logits are computed only at
-    positions where some row predicts an answer token: most of a judge example is prompt, and the
+    """(next-token cross-entropy over the answer tokens, weighted by the batch's "weights" when it has them
+    (the score's digits can weigh more than the words around them), their number). Logits are computed only
+    at positions where some row predicts an answer token: most of a judge example is prompt, and the
     [batch, length, vocabulary] logits would dominate time and memory."""
     labels = batch["labels"].to(device)
     keep = (labels[:, 1:] != IGNORE_INDEX).any(dim=0).nonzero().squeeze(1)
     logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
                    pixel_values=batch["pixel_values"].to(device), logits_to_keep=keep, use_cache=False).logits
     targets = labels[:, keep + 1]
-    loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(),
-                                             ignore_index=IGNORE_INDEX)
-    return loss, int((targets != IGNORE_INDEX).sum())
+    losses = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(),
+                                               ignore_index=IGNORE_INDEX, reduction="none")
+    answer = (targets != IGNORE_INDEX).flatten()
+    weights = batch["weights"].to(device)[:, keep + 1].flatten() if "weights" in batch else answer.float()
+    weights = weights * answer
+    return (losses * weights).sum() / weights.sum().clamp_min(1e-8), int(answer.sum())
 
 
 def base_of(model):

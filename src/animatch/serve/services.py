@@ -155,8 +155,9 @@ class Services:
                                          self.cfg.judge_batch_size, on_batch=progress)
             rescored = [{**_public(c, appearance=c["appearance"]), "clip_rank": c["rank"], "clip_score": c["score"],
                          "judge": r} for c, r in zip(candidates, results)]
-            # Judge score first (unscored last), CLIP's rank breaks ties.
-            rescored.sort(key=lambda c: (c["judge"]["score"] is None, -(c["judge"]["score"] or 0), c["clip_rank"]))
+            # Judge score first (unscored last), then its expected score, then CLIP's rank.
+            rescored.sort(key=lambda c: (c["judge"]["score"] is None, -(c["judge"]["score"] or 0),
+                                         -(c["judge"].get("score_expected") or 0), c["clip_rank"]))
             return [{**c, "rank": n} for n, c in enumerate(rescored, 1)]
 
         return self.queue.submit("cascade", work, total=len(candidates)), candidates
