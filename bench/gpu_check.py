@@ -194,7 +194,7 @@ def judge_train_row(s: dict, out: Path, tiny: Path, dry: bool) -> dict:
             return real_shape_model(processor, "cuda", kwargs["dtype"], None), processor
         trainable.load_llava = load_llava
     try:
-        with StepClock(judge_train._Run, "step") as clock:
+        with StepClock(judge_train.Trainer, "step") as clock:
             run("judge-train", "--data", data, "--split-dir", prepared, "--model", tiny, "--out", out / "judge_train",
                 "--batch-size", 4, "--accum-steps", 1, "--max-steps", s["judge_train_steps"], "--workers",
                 s["workers"], "--report-to", "none", "--max-eval-examples", 4, "--description-tokens", 64,

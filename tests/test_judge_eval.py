@@ -11,7 +11,7 @@ import pytest
 
 from animatch.cli import main
 from animatch.evaluate.classification import average_ranks, roc_auc, threshold_accuracy
-from animatch.judge.evaluation import blind_guess, build_pairs, calibration_error, figures, reliability_bins
+from animatch.judge.evaluation import blind_guess, build_pairs, calibration_error, judge_measures, reliability_bins
 
 REF = "She has long pink hair, blue eyes and a black school uniform with a red ribbon."
 OTHER = "He has short green hair, gold eyes and white armor."
@@ -73,7 +73,7 @@ def test_blind_guess_is_other_references_against_this_one():
     assert blind[2] == 0.0
 
 
-def test_figures_on_known_outputs():
+def test_judge_measures_on_known_outputs():
     pairs = [{"group": 0, "record": 0, "text_of": 0, "label": True},
              {"group": 0, "record": 0, "text_of": 1, "label": False},
              {"group": 0, "record": 1, "text_of": 1, "label": True},
@@ -82,7 +82,7 @@ def test_figures_on_known_outputs():
                {"score": 2, "status": "ok"}]
     per_record = {0: {"description": REF, "reference": REF, "recall": 1.0, "rouge_l": 1.0, "cosine": 0.9},
                   1: {"description": REF, "reference": OTHER, "recall": 0.0, "rouge_l": 0.25, "cosine": 0.3}}
-    f = figures(pairs, outputs, per_record, {0: 0.2, 1: 0.1}, threshold=6)
+    f = judge_measures(pairs, outputs, per_record, {0: 0.2, 1: 0.1}, threshold=6)
     assert f["accuracy"] == 0.5  # right, wrong (7 >= 6), unparsed, right
     assert f["roc_auc"] == 1.0  # positive 9 above negatives 7 and 2 (the unparsed pair has no score)
     assert f["unparsed_rate"] == 0.25 and f["error_rate"] == 0.0
@@ -121,7 +121,7 @@ def test_expected_score_and_reliability():
                {"score": 2, "score_expected": 5.0, "match_probability": 0.45, "status": "ok"},
                {"score": 9, "score_expected": 4.0, "match_probability": 0.55, "status": "ok"},
                {"score": None, "score_expected": None, "match_probability": None, "status": "unparsed"}]
-    f = figures(pairs, outputs, {}, {}, threshold=6)
+    f = judge_measures(pairs, outputs, {}, {}, threshold=6)
     assert f["roc_auc"] == 0.25 and f["roc_auc_expected"] == 1.0  # the expected score ranks what sampling did not
     assert f["mean_expected_positive"] == 6.75 and f["mean_expected_negative"] == 4.0
     bins = reliability_bins([(0.95, True), (0.45, True), (0.55, False), (0.5, False)])

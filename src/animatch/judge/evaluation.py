@@ -103,8 +103,8 @@ def _mean(values: list[float]) -> float | None:
     return math.fsum(values) / len(values) if values else None
 
 
-def figures(pairs: list[dict], outputs: list[dict], per_record: dict[int, dict], blind: dict[int, float],
-            threshold: float) -> dict:
+def judge_measures(pairs: list[dict], outputs: list[dict], per_record: dict[int, dict], blind: dict[int, float],
+                   threshold: float) -> dict:
     """The four measures over `pairs` (and their outputs); `per_record` holds each description's scores."""
     labels = [p["label"] for p in pairs]
     scores = [o["score"] for o in outputs]
@@ -155,7 +155,7 @@ def calibration_error(confidence: list[tuple[float, bool]]) -> float | None:
 
 def evaluate(judge: Judge, role: str, pairs: list[dict], records: list[dict], texts: dict[int, str],
              blind: dict[int, float], cfg: JudgeEvalConfig) -> tuple[dict, list[dict]]:
-    """(overall and per-group figures, per-pair rows) of one judge."""
+    """(overall and per-group measures, per-pair rows) of one judge."""
     start = time.perf_counter()
     outputs = judge_pairs(judge, pairs, records, texts, Path(cfg.data), cfg.batch_size, f"judge-eval {role}")
     per_record = {p["record"]: {"description": o["description"], "reference": records[p["record"]]["appearance"]}
@@ -166,12 +166,12 @@ def evaluate(judge: Judge, role: str, pairs: list[dict], records: list[dict], te
     for r, rouge, cosine in zip(per_record.values(), rouge_l_scores(hyps, refs), cosines):
         r.update(rouge_l=rouge, cosine=cosine, recall=keyword_recall_at_k(r["description"], r["reference"], cfg.k))
     result = {"model": judge_name(cfg, role), "seconds": round(time.perf_counter() - start, 1),
-              "overall": figures(pairs, outputs, per_record, blind, cfg.threshold), "groups": []}
+              "overall": judge_measures(pairs, outputs, per_record, blind, cfg.threshold), "groups": []}
     if cfg.groups > 1:
         for g in range(cfg.groups):
             index = [n for n, p in enumerate(pairs) if p["group"] == g]
-            result["groups"].append(figures([pairs[n] for n in index], [outputs[n] for n in index], per_record,
-                                            blind, cfg.threshold))
+            result["groups"].append(judge_measures([pairs[n] for n in index], [outputs[n] for n in index],
+                                                   per_record, blind, cfg.threshold))
         accuracies = [g["accuracy"] for g in result["groups"]]
         result["overall"]["group_accuracy_std"] = statistics.pstdev(accuracies)
     rows = [{"group": p["group"], "id": records[p["record"]].get("id"), "character": records[p["record"]]["character"],

@@ -62,7 +62,7 @@ def _check(cfg: JudgeTrainConfig) -> None:
         raise UserError(f"--resume: no resume state in {last}")
 
 
-class _Run:
+class Trainer:
     """The prepared model, optimizer, schedule and progress of one run, and its checkpoint/validation steps."""
 
     def __init__(self, cfg: JudgeTrainConfig, acc: Accelerator, model, processor, total_steps: int):
@@ -146,7 +146,7 @@ class _Run:
         return loss.detach().float().item()
 
 
-def own_descriptions(run: _Run, records: list[dict]) -> dict[int, str]:
+def own_descriptions(run: Trainer, records: list[dict]) -> dict[int, str]:
     """The model's own greedy descriptions of `own_descriptions` training characters (seeded draw), written
     to OWN_FILE; a resumed run reads them back. Characters whose image fails to load are left out."""
     cfg, path = run.cfg, run.out / OWN_FILE
@@ -215,7 +215,7 @@ def run_judge_train(cfg: JudgeTrainConfig) -> int:
         raise UserError(f"the train split gives {len(dataset)} examples, fewer than one optimizer step needs "
                         f"({per_step} = processes x --batch-size x --accum-steps)")
     total_steps = cfg.max_steps or cfg.epochs * (len(dataset) // per_step)
-    run = _Run(cfg, acc, model, processor, total_steps)
+    run = Trainer(cfg, acc, model, processor, total_steps)
     del model  # the run holds the prepared model; no other reference may keep it alive for --merge
     if cfg.resume:
         run.resume()
@@ -292,7 +292,7 @@ def run_judge_train(cfg: JudgeTrainConfig) -> int:
     return 0
 
 
-def _export(run: _Run, kinds: dict, seconds: float, examples: int) -> None:
+def _export(run: Trainer, kinds: dict, seconds: float, examples: int) -> None:
     cfg, out = run.cfg, run.out
     weights = run.weights()
     name = "model" if cfg.method == "full" else "adapter"
