@@ -19,13 +19,16 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # One BLAS/OpenMP thread per process: the tiny test models are latency-bound, and with 2 cores shared by
-# test processes and data-loader workers, spinning thread pools make them many times slower.
+# test processes and data-loader workers, spinning thread pools make them many times slower. TEST_WORKERS
+# pytest-xdist processes (one per core here) run the tests side by side.
+TEST_WORKERS ?= 2
 test: install
-	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -q $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 # The inner-loop tier: no multi-process or training runs (`slow`), no browser, no demo; about a minute here.
 test-fast: install
-	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -q -m "not slow and not browser and not demo" $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow and not browser and not demo" \
+		$(PYTEST_ARGS)
 
 demo: install
 	HF_HUB_OFFLINE=1 $(VENV)/bin/animatch demo --out runs/demo
