@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from animatch.config import flag
 from animatch.errors import UserError
 
 OUTPUT_MARKER = ".animatch.json"
@@ -101,12 +102,8 @@ def _marker_command(marker: Path) -> str | None:
 
 def _input_paths(cfg: Any) -> list[tuple[str, Path]]:
     """(flag, resolved path) of every input path of `cfg`: the fields the CLI checks for existence."""
-    inputs = []
-    for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        if f.metadata.get("exists") and value:
-            inputs.append(("--" + f.name.replace("_", "-"), Path(value).expanduser().resolve()))
-    return inputs
+    return [(flag(f), Path(getattr(cfg, f.name)).expanduser().resolve()) for f in dataclasses.fields(cfg)
+            if f.metadata.get("exists") and getattr(cfg, f.name)]
 
 
 def _first_foreign_entry(folder: Path) -> str | None:
@@ -125,10 +122,10 @@ def claim_output(cfg: Any, command: str, *, file: bool = False, replace: bool = 
     """
     out = Path(cfg.out).expanduser()
     target = out.resolve()
-    for flag, path in _input_paths(cfg):
+    for option, path in _input_paths(cfg):
         if target == path or (not file and path.is_relative_to(target)):
             what = "is" if target == path else "holds"
-            raise UserError(f"--out {out} {what} the input {flag} {path}: a result never replaces an input; "
+            raise UserError(f"--out {out} {what} the input {option} {path}: a result never replaces an input; "
                             "choose another --out")
     if file:
         if out.is_dir():

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from animatch.config import AuditConfig
 from animatch.data.records import NO_TEXT, prepared_metadata, read_metadata
-from animatch.data.safepath import UnsafePath, path_inside
+from animatch.data.safepath import path_problem
 from animatch.data.schema import read_jsonl
 from animatch.data.text import appearance_chunks, split_sentences
 
@@ -28,7 +28,7 @@ def load_records(cfg: AuditConfig) -> tuple[list[dict], list[dict], str]:
         for n, record in enumerate(read_jsonl(path), start=1):
             reason = None if record.get("appearance_chunks") and isinstance(record.get("file_name"), str) \
                 else "no appearance chunks or no file_name"
-            if (reason := reason or _path_problem(cfg.data, record["file_name"])) is not None:
+            if (reason := reason or path_problem(cfg.data, record["file_name"])) is not None:
                 skipped.append({"line": n, "reason": reason})
                 continue
             records.append(record)
@@ -37,22 +37,13 @@ def load_records(cfg: AuditConfig) -> tuple[list[dict], list[dict], str]:
     records = []
     read, skipped = read_metadata(path)
     for record in read:
-        reason = _path_problem(cfg.data, record["file_name"]) if record["appearance_chunks"] else NO_TEXT
+        reason = path_problem(cfg.data, record["file_name"]) if record["appearance_chunks"] else NO_TEXT
         if reason is not None:
             skipped.append({"line": record["_line"], "reason": reason})
             continue
         records.append(record)
     skipped.sort(key=lambda s: s["line"])
     return records, skipped, str(path)
-
-
-def _path_problem(root: str, file_name: str) -> str | None:
-    """Why a record's image may not be opened (`safepath.path_inside`), or None."""
-    try:
-        path_inside(root, file_name)
-    except UnsafePath as e:
-        return e.reason
-    return None
 
 
 def sentences_of(text: str) -> list[tuple[int, str]]:

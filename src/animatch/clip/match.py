@@ -47,18 +47,15 @@ def run_match(cfg: MatchConfig) -> int:
     from animatch.clip.heatmap import write_heatmaps
     from animatch.clip.matcher import score, top_matches
     from animatch.data.images import list_image_files
-    from animatch.data.safepath import UnsafePath, path_inside
+    from animatch.data.safepath import paths_inside
 
     if (cfg.metadata is None) == (cfg.texts is None):
         raise UserError("give exactly one of --metadata or --texts")
     claim_output(cfg, "match")
     folder = Path(cfg.images)
-    paths, unsafe = [], []
-    for path in list_image_files(folder):
-        try:
-            paths.append(path_inside(folder, path.relative_to(folder).as_posix()))
-        except UnsafePath as e:  # never opened: a symlink out of the folder, or a name the OS cannot take
-            unsafe.append((str(path), e.reason))
+    # A symlink out of the folder, or a name the OS cannot take, is listed with its reason and never opened.
+    inside, unsafe = paths_inside(folder, [p.relative_to(folder).as_posix() for p in list_image_files(folder)])
+    paths = [path for _, path in inside]
     if not paths:
         raise UserError(f"no image files under {folder}")
     if cfg.metadata:

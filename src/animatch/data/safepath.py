@@ -74,6 +74,15 @@ def path_inside(root: str | os.PathLike, name: str) -> Path:
     return Path(root) / name
 
 
+def path_problem(root: str | os.PathLike, name: str) -> str | None:
+    """Why `path_inside(root, name)` refuses `name`, or None when it may be opened."""
+    try:
+        path_inside(root, name)
+    except UnsafePath as e:
+        return e.reason
+    return None
+
+
 def paths_inside(root: str | os.PathLike, names: Sequence[str]) -> tuple[list[tuple[int, Path]], list[tuple[str, str]]]:
     """(position, path) of each of `names` that `path_inside` keeps, and (root / name, reason) of the others,
     which are never opened: the split every job that opens a dataset's images makes first."""

@@ -20,7 +20,7 @@ import yaml
 
 from animatch.config import JudgeConfig
 from animatch.data.images import ImageLoadError, load_image
-from animatch.data.safepath import CONTROL_CHARACTERS, UnsafePath, path_inside
+from animatch.data.safepath import CONTROL_CHARACTERS, path_problem
 from animatch.errors import UserError
 from animatch.judge.batching import analyze_in_batches
 from animatch.judge.judge import Judge, error_result
@@ -113,12 +113,7 @@ def _image_problem(image: str, image_root: Path) -> str | None:
     (`safepath.path_inside`); an absolute one is the user's own choice; no name holds control characters."""
     if CONTROL_CHARACTERS.search(image):
         return "unsafe file_name: holds a control character"
-    try:
-        if not Path(image).expanduser().is_absolute():
-            path_inside(image_root, image)
-    except UnsafePath as e:
-        return e.reason
-    return None
+    return None if Path(image).expanduser().is_absolute() else path_problem(image_root, image)
 
 
 def _read_done(out: Path) -> dict[str, dict]:
