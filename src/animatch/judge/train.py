@@ -29,6 +29,7 @@ from transformers import get_scheduler
 from animatch.config import JudgeTrainConfig
 from animatch.data.datasets import epoch_batches
 from animatch.data.images import ImageLoadError, load_image
+from animatch.data.safepath import path_inside
 from animatch.data.schema import load_split
 from animatch.errors import UserError
 from animatch.judge import prompts
@@ -164,8 +165,8 @@ def own_descriptions(run: Trainer, records: list[dict]) -> dict[int, str]:
         loaded = []
         for i in chosen[first:first + DESCRIBE_BATCH]:
             try:
-                loaded.append((i, load_image(Path(cfg.data) / records[i]["file_name"])))
-            except ImageLoadError:
+                loaded.append((i, load_image(path_inside(cfg.data, records[i]["file_name"]))))
+            except ImageLoadError:  # unreadable, or leaving the data root (UnsafePath): never opened
                 continue
         if loaded:
             with run.acc.autocast():
