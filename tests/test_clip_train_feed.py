@@ -39,12 +39,14 @@ class _PidCollator(PairCollator):
 
 
 def test_loader_workers_live_across_epochs(synth_root, prepared_dir, clip_tiny_dir):
-    """Three epochs through the run's one loader are served by the same two worker processes."""
+    """Three epochs through the run's one loader are served by the same two worker processes, each building window
+    token ids from its own cache of chunk ids."""
     _, processor = load_clip(str(clip_tiny_dir))
     records = load_split(prepared_dir, "train")
     cfg = TrainConfig(data=str(synth_root), split_dir=str(prepared_dir), out="unused", workers=2, batch_size=8,
                       prefetch_batches=1)
-    dataset = PairDataset(records, synth_root, processor.image_processor, train=True, seed=0)
+    dataset = PairDataset(records, synth_root, processor.image_processor, train=True, seed=0,
+                          tokenizer=processor.tokenizer)
     batches = RunBatches(len(records), 8, world=1, rank=0, seed=0, epoch=0, start=0, last_epoch=2)
     loaded = list(_loader(dataset, batches, _PidCollator(processor.tokenizer), cfg, Accelerator(cpu=True)))
     assert len(loaded) == 3 * batches.per_epoch
@@ -53,6 +55,7 @@ def test_loader_workers_live_across_epochs(synth_root, prepared_dir, clip_tiny_d
     first = loaded[batches.per_epoch]
     direct = PairCollator(processor.tokenizer)([dataset[1, int(i)] for i in first["indices"]])
     assert torch.equal(first["pixel_values"], direct["pixel_values"])
+    assert torch.equal(first["input_ids"], direct["input_ids"])
 
 
 def test_snapshot_is_the_state_when_taken(synth_root, prepared_dir, clip_tiny_dir, tmp_path):

@@ -170,9 +170,11 @@ def run_train(cfg: TrainConfig) -> int:
         progress = read_progress(out / "last")
 
     # The loader's workers start decoding the first batches now, while the model loads.
+    max_length = CLIPConfig.from_pretrained(source).text_config.max_position_embeddings
     dataset = PairDataset(train_records, cfg.data, processor.image_processor, train=True, seed=cfg.seed,
-                          crop_scale=cfg.crop_scale, hflip=cfg.hflip, text_sampling=cfg.text_sampling)
-    collator = PairCollator(processor.tokenizer, CLIPConfig.from_pretrained(source).text_config.max_position_embeddings)
+                          crop_scale=cfg.crop_scale, hflip=cfg.hflip, text_sampling=cfg.text_sampling,
+                          tokenizer=processor.tokenizer, max_length=max_length)
+    collator = PairCollator(processor.tokenizer, max_length)
     batches = RunBatches(len(train_records), cfg.batch_size, world=acc.num_processes, rank=acc.process_index,
                          seed=cfg.seed, epoch=progress["epoch"], start=progress["step_in_epoch"] * cfg.accum_steps,
                          last_epoch=(total_steps - 1) // steps_per_epoch)

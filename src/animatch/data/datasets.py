@@ -2,7 +2,9 @@
 
 The text of a training pair starts at a randomly chosen appearance chunk: with `text_sampling="window"`
 (the default) it is `chunk_windows`' view from there, as much of the appearance as fits in 77 tokens;
-with "chunk" it is that chunk alone.
+with "chunk" it is that chunk alone. Given the tokenizer, the dataset hands out the view's token ids
+(`WindowTokens`: each record's chunks tokenised once, a view's ids joined from them, where that is exactly what
+the tokenizer gives) and `PairCollator` only pads them; otherwise the collator tokenises each text.
 
 Everything random here is derived from (seed, epoch, index), never from a worker's global RNG, so an
 epoch yields the same pairs whatever the number of workers or processes, and a resumed run sees exactly
@@ -29,6 +31,7 @@ from animatch.data.images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
 from animatch.data.pixels import PixelPipeline
 from animatch.data.safepath import path_inside
 from animatch.data.text import chunk_windows
+from animatch.data.window_tokens import WindowTokens
 
 TEXT_SAMPLING = ("window", "chunk")
 
@@ -51,13 +54,19 @@ def random_resized_crop(image: Image.Image, rng: random.Random, scale: tuple[flo
     return image  # no valid box in 10 tries (extreme aspect ratio): keep the whole image
 
 
+def _chunks(record: dict) -> list[str]:
+    return record.get("appearance_chunks") or [record["appearance"]]
+
+
 class PairDataset(torch.utils.data.Dataset):
-    """Item i: {"pixel_values" (uint8 [3, H, W]), "text", "index"} for record i, or {"error", "file_name"} if its
-    image fails. `image_processor` gives the resize, crop and (on the device) normalisation."""
+    """Item i: {"pixel_values" (uint8 [3, H, W]), "text", "index"} for record i, plus "input_ids" (int32, the
+    tokenizer's ids of "text" truncated to `max_length`) when given a `tokenizer` whose ids `WindowTokens` can
+    build; or {"error", "file_name"} if its image fails. `image_processor` gives the resize, crop and (on the
+    device) normalisation."""
 
     def __init__(self, records: Sequence[dict], root: str | Path, image_processor: Any, *, train: bool,
                  seed: int = 0, crop_scale: float = 0.8, hflip: bool = True, text_sampling: str = "window",
-                 max_pixels: int = DEFAULT_MAX_PIXELS):
+                 max_pixels: int = DEFAULT_MAX_PIXELS, tokenizer: Any = None, max_length: int = 77):
         if text_sampling not in TEXT_SAMPLING:
             raise ValueError(f"text_sampling must be one of {TEXT_SAMPLING}, got {text_sampling!r}")
         self.records = records
@@ -69,6 +78,8 @@ class PairDataset(torch.utils.data.Dataset):
         self.hflip = hflip
         self.text_sampling = text_sampling
         self.max_pixels = max_pixels
+        self.tokens = None if tokenizer is None else WindowTokens.for_records(
+            tokenizer, max_length, (_chunks(r) for r in records), window=text_sampling == "window")
 
     def __len__(self) -> int:
         return len(self.records)
@@ -83,22 +94,25 @@ class PairDataset(torch.utils.data.Dataset):
                                draft_size=self.pixels.draft_size)
         except ImageLoadError as e:
             return {"error": e.reason, "file_name": record["file_name"]}
-        chunks = record.get("appearance_chunks") or [record["appearance"]]
+        chunks = _chunks(record)
         views = chunk_windows(chunks) if self.text_sampling == "window" else chunks
+        view = 0
         if self.train:
             image = random_resized_crop(image, rng, (self.crop_scale, 1.0))
             if self.hflip and rng.random() < 0.5:
                 image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
             # Start at any chunk, not always the first sentence (often a summary the model could shortcut on).
-            text = rng.choice(views)
-        else:
-            text = views[0]
-        return {"pixel_values": self.pixels(image), "text": text, "index": i}
+            view = rng.choice(range(len(views)))  # the draw rng.choice(views) makes
+        item = {"pixel_values": self.pixels(image), "text": views[view], "index": i}
+        if self.tokens is not None:
+            item["input_ids"] = self.tokens.ids(i, chunks, view)
+        return item
 
 
 @dataclass
 class PairCollator:
-    """Drops failed items (reported in "skipped"), stacks images, tokenises texts with dynamic padding."""
+    """Drops failed items (reported in "skipped"), stacks images, pads the items' "input_ids" (or, where items
+    have none, tokenises their texts) to the longest, as the tokenizer pads."""
     tokenizer: Any
     max_length: int = 77
 
@@ -107,8 +121,11 @@ class PairCollator:
         skipped = [(it["file_name"], it["error"]) for it in items if "error" in it]
         if not good:
             return {"skipped": skipped, "size": 0}
-        tokens = self.tokenizer([it["text"] for it in good], padding=True, truncation=True,
-                                max_length=self.max_length, return_tensors="pt")
+        if all("input_ids" in it for it in good):
+            tokens = self._pad([it["input_ids"] for it in good])
+        else:
+            tokens = self.tokenizer([it["text"] for it in good], padding=True, truncation=True,
+                                    max_length=self.max_length, return_tensors="pt")
         return {
             "pixel_values": torch.stack([it["pixel_values"] for it in good]),  # uint8 [B, 3, H, W]
             "input_ids": tokens["input_ids"],  # [B, T<=max_length]
@@ -117,6 +134,17 @@ class PairCollator:
             "skipped": skipped,
             "size": len(good),
         }
+
+    def _pad(self, rows: list) -> dict[str, torch.Tensor]:
+        """`rows` of ids padded as `tokenizer(..., padding=True)` pads: its pad id, on its padding side."""
+        width = max(len(row) for row in rows)
+        input_ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for n, row in enumerate(rows):
+            cols = slice(width - len(row), width) if self.tokenizer.padding_side == "left" else slice(0, len(row))
+            input_ids[n, cols] = torch.as_tensor(row)
+            attention_mask[n, cols] = 1
+        return {"input_ids": input_ids, "attention_mask": attention_mask}
 
 
 def epoch_batches(n: int, batch_size: int, *, world: int, rank: int, seed: int, epoch: int) -> list[list[int]]:
