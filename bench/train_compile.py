@@ -31,7 +31,8 @@ def step_times(compiled: bool, args: argparse.Namespace, records: list[dict]) ->
     cfg = TrainConfig(data=args.data, split_dir=args.split_dir, out="unused", batch_size=args.batch_size,
                       lr=1e-4, compile=compiled, attn_implementation=args.attn_implementation)
     trainer = Trainer(cfg, acc, model, processor)
-    dataset = PairDataset(records, args.data, processor.image_processor, train=True, seed=0)
+    dataset = PairDataset(records, args.data, processor.image_processor, train=True, seed=0,
+                          tokenizer=processor.tokenizer)
     collate = PairCollator(processor.tokenizer)
     order = epoch_batches(len(records), args.batch_size, world=1, rank=0, seed=0, epoch=0)
     batches = [{k: v.to(acc.device) if torch.is_tensor(v) else v for k, v in collate([dataset[i] for i in b]).items()}
