@@ -93,6 +93,8 @@ class WindowTokens:
         return np.concatenate((self.prefix, content, self.suffix))
 
     def _pack(self, chunks: list[str]) -> np.ndarray:
-        pieces = self.tokenizer(chunks, add_special_tokens=False, verbose=False)["input_ids"]
+        # one call per chunk: a list goes to the tokenizer's thread pool, which in a loader worker competes with the
+        # other workers for the cores
+        pieces = [self.tokenizer(c, add_special_tokens=False, verbose=False)["input_ids"] for c in chunks]
         starts = np.cumsum([0] + [len(p) for p in pieces[:-1]])
         return np.concatenate(([len(pieces)], starts, *pieces)).astype(np.int32)
