@@ -26,9 +26,9 @@ def _expected(tokenizer, text: str) -> list[int]:
     return tokenizer(text, truncation=True, max_length=77)["input_ids"]
 
 
-@pytest.mark.parametrize("window", [True, False])
-def test_ids_are_the_tokenizers_on_every_view(clip_tiny_dir, chunk_lists, window):
-    tokenizer = AutoTokenizer.from_pretrained(clip_tiny_dir)
+@pytest.mark.parametrize(("window", "truncation_side"), [(True, "right"), (False, "right"), (True, "left")])
+def test_ids_are_the_tokenizers_on_every_view(clip_tiny_dir, chunk_lists, window, truncation_side):
+    tokenizer = AutoTokenizer.from_pretrained(clip_tiny_dir, truncation_side=truncation_side)
     tokens = WindowTokens.for_records(tokenizer, 77, chunk_lists, window=window)
     assert tokens is not None and len(chunk_lists) > CHECKED_RECORDS  # records past the check are compared too
     truncated = 0

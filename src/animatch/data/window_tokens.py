@@ -8,11 +8,12 @@ concatenating chunk ids, adding the tokenizer's own special tokens and truncatin
 That equals tokenising the joined text only for a tokenizer that never lets a token span the space between two
 chunks. The rule: CLIP's BPE (`CLIPTokenizer`) qualifies (its pre-tokenizer cuts lower-cased text into words and
 punctuation runs and drops the spaces; BPE merges only within a piece). Byte-level BPE (the space belongs to the
-next word's first token) and SentencePiece (a "▁" joins words, pieces are not cut at spaces) are not guaranteed
-to, so they are not used even where the data happens to agree. `for_records` also checks, id for id, every
-view of the first records against the tokenizer, so a CLIP tokenizer with other settings (a changed
-tokenizer.json, left truncation) is caught. Where either fails, training tokenises texts per sample, as before,
-and says so once on stderr.
+next word's first token) and SentencePiece-style tokenizers such as Llama's (spaces become "▁" inside one piece,
+so nothing keeps a merge from crossing them) are not guaranteed to, so they are not used even where the data
+happens to agree. `for_records` also checks, id for id, every view of the first records against the tokenizer,
+so a CLIP tokenizer with other settings (a changed tokenizer.json) is caught. Where either fails, training
+tokenises texts per sample, as before, and says so once on stderr. Truncation keeps the start (or, with the
+tokenizer's truncation_side "left", the end) of the content and always the special tokens, as the tokenizer's.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class WindowTokens:
         self.prefix = np.array(with_special[:at], dtype=np.int32)
         self.suffix = np.array(with_special[at + len(content):], dtype=np.int32)
         self.budget = max_length - len(self.prefix) - len(self.suffix)  # content tokens kept by truncation
-        self.keep_end = getattr(tokenizer, "truncation_side", "right") == "left"
+        self.keep_end = tokenizer.truncation_side == "left"
         self._cache: dict[int, np.ndarray] = {}
 
     @classmethod
