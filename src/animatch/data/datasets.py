@@ -122,7 +122,7 @@ class PairCollator:
         if not good:
             return {"skipped": skipped, "size": 0}
         if all("input_ids" in it for it in good):
-            tokens = self._pad([it["input_ids"] for it in good])
+            tokens = self.pad_ids([it["input_ids"] for it in good])
         else:
             tokens = self.tokenizer([it["text"] for it in good], padding=True, truncation=True,
                                     max_length=self.max_length, return_tensors="pt")
@@ -135,7 +135,7 @@ class PairCollator:
             "size": len(good),
         }
 
-    def _pad(self, rows: list) -> dict[str, torch.Tensor]:
+    def pad_ids(self, rows: list) -> dict[str, torch.Tensor]:
         """`rows` of ids padded as `tokenizer(..., padding=True)` pads: its pad id, on its padding side."""
         width = max(len(row) for row in rows)
         input_ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
