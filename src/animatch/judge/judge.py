@@ -2,13 +2,14 @@
 
 Stage 1 describes the image (greedy, or beam search with `num_beams`); stage 2 continues the same
 conversation with the relevance question and samples `Score: <1-10>` + `Analysis: ...` (temperature 0.3,
-top-p 0.9, seeded; temperature 0 is greedy). Stage 2 reuses stage 1's KV cache: its input ids are stage 1's
-full output rows (left-padded prompt + description + whatever followed the end of the description) plus the
-left-padded new turn, with the attention mask hiding the padding and the tokens after each description, so
-`generate` only encodes the new turn and never the image again; the masked positions get no position ids,
-which keeps every row's positions identical to the same sequence encoded from scratch (`reuse_prefix=False`,
-also used under beam search, whose cache does not follow the returned rows). After each stage-2 attempt the
-cache is cropped back to stage 1's, so retries reuse it too, without a copy. When the score cannot be
+top-p 0.9, seeded; temperature 0 is greedy). Stage 2 reuses stage 1's KV cache, cropped after the longest
+description: `generate` gets only the ids the cache lacks (the left-padded new turn, after the last
+description token when a description filled its budget) and an attention mask over the whole row (prompt +
+description + whatever followed its end, hidden, + the new turn), so it never encodes the image again; the
+masked positions get no position ids, which keeps every row's positions identical to the same sequence
+encoded from scratch (`reuse_prefix=False`, also used under beam search, whose cache does not follow the
+returned rows; tests/test_judge_reuse.py holds the two equal). After each stage-2 attempt the cache is
+cropped back, so retries reuse it too, without a copy. When the score cannot be
 parsed, stage 2 is retried at `retry_temperatures`; then the result is `status: "unparsed"` with the raw
 text kept. Bad images and non-English texts become `status: "error"` results; they never stop a batch.
 Result keys: description, score, score_expected (the expected score under the model's probabilities of the
@@ -213,21 +214,15 @@ class Judge:
         index = torch.tensor(rows, device=self.device)
         tail_ids, tail_mask = self._left_pad([tails[i] for i in rows])
         if self.reuse_prefix and d.cache is not None:
+            cache, cached = self._narrow_cache(d, rows)
+            # Only what the cache lacks goes in (generate reads the cache's length off the longer mask): at most
+            # the last description token, then the tail. Positions come from the mask, so the masked ones add none.
             prompt_len = d.inputs["input_ids"].shape[1]
-            sequences = d.sequences[index]
-            described = torch.arange(sequences.shape[1] - prompt_len, device=self.device)[None, :] < \
+            end = max(cached, prompt_len + max(d.lengths[i] for i in rows))
+            described = torch.arange(end - prompt_len, device=self.device)[None, :] < \
                 torch.tensor([d.lengths[i] for i in rows], device=self.device)[:, None]
-            input_ids = torch.cat([sequences, tail_ids], dim=1)
+            input_ids = torch.cat([d.sequences[index, cached:end], tail_ids], dim=1)
             mask = torch.cat([d.inputs["attention_mask"][index], described.long(), tail_mask], dim=1)
-            # generate() extends the cache in place; it is rolled back afterwards for retries (a copy where
-            # a layer type cannot be rolled back), and narrowed to the rows still being retried.
-            cache = d.cache if getattr(d.cache, "is_croppable", True) else copy.deepcopy(d.cache)
-            positions = [d.cache_rows.index(i) for i in rows]
-            if positions != list(range(len(d.cache_rows))):
-                cache.batch_select_indices(torch.tensor(positions, device=self.device))
-                if cache is d.cache:
-                    d.cache_rows = list(rows)
-            cached = cache.get_seq_length()
             extra = {d.cache_name: cache}
         else:
             prompt_len = d.inputs["input_ids"].shape[1]
@@ -250,6 +245,27 @@ class Judge:
         logits = torch.stack(out.logits, dim=1).float()  # [rows, steps, vocab], before temperature and top-p
         return [(text, self._scores.distribution(row.tolist(), row_logits))
                 for text, row, row_logits in zip(texts, generated, logits)]
+
+    def _narrow_cache(self, d: _Described, rows: list[int]) -> tuple[Any, int]:
+        """Stage 1's cache holding just `rows`, and its length. generate() extends it in place; `_relevance` rolls
+        it back afterwards for retries (a copy where a layer type cannot be rolled back). Narrowed to the rows
+        still being retried (nothing to select when they are all of them), and cropped after the longest
+        description of those rows: the columns past it are masked in every row, and a mask with no masked column
+        (batch 1) is dropped by generate, so attention runs without one (SDPA's fast kernels, no mask built
+        each step)."""
+        croppable = getattr(d.cache, "is_croppable", True)
+        cache = d.cache if croppable else copy.deepcopy(d.cache)
+        positions = [d.cache_rows.index(i) for i in rows]
+        if positions != list(range(len(d.cache_rows))):
+            cache.batch_select_indices(torch.tensor(positions, device=self.device))
+            if croppable:
+                d.cache_rows = list(rows)
+        cached = cache.get_seq_length()
+        described = d.inputs["input_ids"].shape[1] + max(d.lengths[i] for i in rows)
+        if croppable and cached > described:
+            cache.crop(described - cached)
+            cached = described
+        return cache, cached
 
     def _left_pad(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         width = max(len(r) for r in rows)
