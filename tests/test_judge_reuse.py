@@ -11,7 +11,7 @@ import torch
 
 from animatch.data.images import load_image
 from animatch.judge import prompts
-from animatch.judge.judge import Judge
+from animatch.judge.judge import STATIC_CACHE_STEP, Judge
 
 TEXTS = ["A girl with long pink hair, blue eyes and a black school uniform.",
          "A tall man with a long black coat, red eyes and a sword.", "Blue eyes."]
@@ -31,14 +31,15 @@ def images(fixtures_dir):
     return [loaded[i % len(loaded)] for i in range(3)]
 
 
-def record_generate(judge, monkeypatch) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Every stage-2 generate() call's (new ids, raw logits), in order."""
+def record_generate(judge, monkeypatch) -> list[tuple[torch.Tensor, torch.Tensor, str]]:
+    """Every stage-2 generate() call's (new ids, raw logits, the type of the cache it was given), in order."""
     calls, original = [], judge.model.generate
 
     def generate(*args, **kwargs):
         out = original(*args, **kwargs)
         if kwargs.get("output_logits"):
-            calls.append((out.sequences[:, kwargs["input_ids"].shape[1]:], torch.stack(out.logits, dim=1)))
+            calls.append((out.sequences[:, kwargs["input_ids"].shape[1]:], torch.stack(out.logits, dim=1),
+                          type(kwargs.get(judge._cache_kwarg)).__name__))
         return out
 
     monkeypatch.setattr(judge.model, "generate", generate)
@@ -46,20 +47,21 @@ def record_generate(judge, monkeypatch) -> list[tuple[torch.Tensor, torch.Tensor
 
 
 def described_with_uneven_lengths(judge, images):
-    """Stage 1 of `images`, with an end-of-sequence token added so that one description stops early."""
+    """Stage 1 of `images`, with an end-of-sequence token added so that one description stops early (with room
+    for stage 2 in a static cache)."""
     described = judge._describe(images)
     if len(images) > 1:
         prompt_len = described.inputs["input_ids"].shape[1]
         judge._eos.add(int(described.sequences[1, prompt_len + 3]))
         judge.model.generation_config.eos_token_id = sorted(judge._eos)
-        described = judge._describe(images)
+        described = judge._describe(images, reserve=STATIC_CACHE_STEP)
         assert min(described.lengths) < max(described.lengths) == judge.max_description_tokens
     return described
 
 
 def assert_same(reused, scratch):
     assert len(reused) == len(scratch)
-    for (ids_a, logits_a), (ids_b, logits_b) in zip(reused, scratch):
+    for (ids_a, logits_a, _), (ids_b, logits_b, _) in zip(reused, scratch):
         assert torch.equal(ids_a, ids_b)
         assert torch.allclose(logits_a.softmax(-1), logits_b.softmax(-1), atol=1e-5)
 
@@ -81,18 +83,49 @@ def test_reuse_and_scratch_generate_the_same_ids_and_scores(judge, images, monke
         assert a["score_expected"] is not None and abs(a["score_expected"] - b["score_expected"]) < 1e-5
 
 
-def test_retries_of_some_rows_reuse_the_narrowed_cache_exactly(judge, images, monkeypatch):
+@pytest.mark.parametrize("static", [False, True])
+def test_retries_of_some_rows_reuse_the_narrowed_cache_exactly(judge, images, monkeypatch, static):
     calls = record_generate(judge, monkeypatch)
+    judge.static_cache = static
     described = described_with_uneven_lengths(judge, images)
     tails = [prompts.tail_token_ids(judge.processor.tokenizer, prompts.relevance_tail(judge.processor, text))
              for text in TEXTS]
     attempts = ([0, 1, 2], [0, 1, 2], [0, 1], [1], [1])  # row 1 ends early
     for reuse in (True, False):
         judge.reuse_prefix = reuse
+        judge.static_cache = static and reuse
         for rows in attempts:
             judge._relevance(described, tails, rows, 0.0, 0)
+    judge.static_cache = False
     assert_same(calls[:len(attempts)], calls[len(attempts):])
-    assert described.cache_rows == [1]
-    # Cropped after the longest description still cached, never below it.
     prompt_len = described.inputs["input_ids"].shape[1]
-    assert described.cache.get_seq_length() == prompt_len + described.lengths[1]
+    if static:  # a static cache's rows cannot be selected: retries of some of them re-encode
+        assert [cache for _, _, cache in calls[:len(attempts)]] == ["StaticCache"] * len(attempts)
+        assert described.cache_rows == [0, 1, 2]
+    else:  # narrowed, and cropped after the longest description still cached
+        assert described.cache_rows == [1]
+        assert described.cache.get_seq_length() == prompt_len + described.lengths[1]
+
+
+@pytest.mark.parametrize("reuse", [True, False])
+def test_a_static_cache_generates_what_the_dynamic_one_does(judge, images, monkeypatch, reuse):
+    calls = record_generate(judge, monkeypatch)
+    described = {}
+    original = judge._describe
+    monkeypatch.setattr(judge, "_describe",
+                        lambda *args, **kw: described.setdefault(judge.static_cache, original(*args, **kw)))
+    judge.reuse_prefix = reuse
+    pairs = list(zip(images, TEXTS))
+    results = {}
+    for static in (True, False):
+        judge.static_cache = static
+        results[static] = judge.analyze_batch(pairs)
+    judge.static_cache = False
+    assert [cache for _, _, cache in calls] == ["StaticCache"] * 2 + [("DynamicCache" if reuse else "NoneType")] * 2
+    assert_same(calls[:2], calls[2:])
+    assert [r["score_expected"] for r in results[True]] == pytest.approx([r["score_expected"] for r in results[False]],
+                                                                         abs=1e-5)
+    cache = described[True].cache  # stage 1's, sized for stage 2 too, and rolled back after it
+    assert type(cache).__name__ == "StaticCache" and cache.layers[0].max_cache_len % STATIC_CACHE_STEP == 0
+    prompt_len = described[True].inputs["input_ids"].shape[1]
+    assert int(cache.get_seq_length()) <= prompt_len + max(described[True].lengths)
