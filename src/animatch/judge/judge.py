@@ -12,9 +12,9 @@ returned rows; tests/test_judge_reuse.py holds the two equal). After each stage-
 cropped back, so retries reuse it too, without a copy. `static_cache` generates into preallocated caches
 (transformers' StaticCache, sized in STATIC_CACHE_STEP steps), whose decode step transformers compiles on a
 GPU (CUDA graphs); stage 1's then has room for stage 2, whose retries of some rows re-encode them (a static
-cache's rows cannot be selected). When the score cannot be
-parsed, stage 2 is retried at `retry_temperatures`; then the result is `status: "unparsed"` with the raw
-text kept. Bad images and non-English texts become `status: "error"` results; they never stop a batch.
+cache's rows cannot be selected). When the score cannot be parsed, stage 2 is retried at
+`retry_temperatures`; then the result is `status: "unparsed"` with the raw text kept. Bad images and
+non-English texts become `status: "error"` results; they never stop a batch.
 Result keys: description, score, score_expected (the expected score under the model's probabilities of the
 score tokens at the score position, `scores`), match_probability (their probability of a match), analysis,
 match, status, error, raw, attempts, timings (seconds per pair; in a batch, the batch's time divided among
