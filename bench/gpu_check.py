@@ -171,8 +171,8 @@ def judge_rows(s: dict, out: Path, dry: bool) -> list[dict]:
     for batch in s["judge_batches"]:
         pairs = [(image, TEXTS[i % len(TEXTS)]) for i in range(max(batch, s["judge_pairs"]))]
         row = compare(judge, pairs, batch, static=batch in s["judge_static_batches"])
-        note = f"{s['description_tokens']} + {s['analysis_tokens']} tokens, greedy; same output: " \
-               f"{row['same as no-reuse']}"
+        note = f"{s['description_tokens']} + {s['analysis_tokens']} tokens, greedy; stage 2 alone " \
+               f"{row['stage-2 speed-up']:.2f}x; same output: {row['same as no-reuse']}"
         rows.append({"what": f"judge {label}, batch {batch}", "figure": f"{row['reuse pairs/s']:.2f} pairs/s",
                      "against": f"no prefix reuse {row['no-reuse pairs/s']:.2f} pairs/s",
                      "ratio": f"{row['speed-up']:.2f}", "note": note})
