@@ -26,7 +26,7 @@ import torch
 
 # bench/common.py and bench/judge.py (scripts run as bench/NAME.py)
 from common import run, vit_b32_shaped
-from judge import TEXTS, compare, real_shape_model
+from judge import TEXTS, compare, end_descriptions_early, real_shape_model
 
 from animatch.clip import train as clip_train
 from animatch.clip.embed import embed_images
@@ -166,7 +166,7 @@ def judge_rows(s: dict, out: Path, dry: bool) -> list[dict]:
     from PIL import Image
 
     image = Image.new("RGB", (96, 144), (200, 120, 160))
-    judge.model.generation_config.eos_token_id = None  # every path decodes its whole budget: the same work
+    end_descriptions_early(judge, image)  # every path decodes its whole budget: the same work
     rows = []
     for batch in s["judge_batches"]:
         pairs = [(image, TEXTS[i % len(TEXTS)]) for i in range(max(batch, s["judge_pairs"]))]

@@ -8,7 +8,8 @@ Without --model, builds llava-tiny (random weights). --real-shape instead builds
 no download, a random-weight model of llava-1.5-7b's shape (CLIP ViT-L/14-336 tower, 576 image tokens,
 Llama-7B) in --dtype on --device (a GPU with ~16 GB; --layers N shrinks both towers for a dry run). Every
 path decodes greedily with the same budgets and no retries, and (unless --stop-at-eos) never stops at an
-end-of-sequence token, so each does the same number of steps whatever its rounding: they differ only in
+end-of-sequence token, so each does the same number of steps whatever its rounding (descriptions end at a
+token a probe writes, as a real model's end before the budget, see end_descriptions_early): they differ only in
 re-encoding the image, prompt and description (reuse), or in the cache (static). Whether their outputs are
 identical is printed (in float32 they are; in bf16/fp16 a shorter attention rounds differently); goal:
 reuse >= 1.2x pairs/s at every batch size. Prints pairs/s of the whole judge and of stage 2 alone, and the
@@ -82,6 +83,17 @@ def run(judge: Judge, pairs: list, batch_size: int) -> tuple[float, float, list[
     return len(pairs) / elapsed, len(pairs) / stage2, answers, warm_up
 
 
+def end_descriptions_early(judge: Judge, image: Image.Image) -> None:
+    """Random weights never write an end-of-sequence token, but a real model ends its description with one before
+    the budget, and the columns after it stay masked in the reused cache (at batch 1 too). So the token a probe
+    description writes a third of the way in counts as an end of description as well; generation still decodes
+    its whole budget (the same work on every path)."""
+    judge.model.generation_config.eos_token_id = None
+    described = judge._describe([image])
+    step = described.inputs["input_ids"].shape[1] + judge.max_description_tokens // 3
+    judge._eos.add(int(described.sequences[0, step]))
+
+
 def compare(judge: Judge, pairs: list, batch_size: int, static: bool = True) -> dict:
     """One table row: `run` with and without prefix reuse, and (`static`) with static caches and reuse."""
     paths = ((True, False), (False, False)) + (((True, True),) if static else ())
@@ -141,8 +153,8 @@ def main() -> None:
         rng = np.random.default_rng(0)
         images = [Image.fromarray(rng.integers(0, 255, (96, 64, 3), dtype=np.uint8)) for _ in range(4)]
         pairs = [(images[i % 4], TEXTS[(i // 4 + i) % 4]) for i in range(args.pairs)]
-        if not args.stop_at_eos:  # every path decodes its whole budget: the same work, whatever its rounding
-            judge.model.generation_config.eos_token_id = None
+        if not args.stop_at_eos:
+            end_descriptions_early(judge, images[0])
         rows = [compare(judge, pairs, batch_size) for batch_size in args.batch_sizes]
     print(f"Judge throughput: {label}; {args.pairs} pairs, {args.description_tokens} description + "
           f"{args.analysis_tokens} analysis tokens{' max' if args.stop_at_eos else ''}, greedy\n")
