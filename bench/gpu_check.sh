@@ -15,8 +15,10 @@ On a machine with a CUDA GPU, Python and torch (and perhaps nothing else of ours
   3. runs bench/gpu_check.py, which prints ONE table: ViT-B/32-shaped `train` (bf16, fp16, --deterministic)
      samples/s against the compute-only step (pipeline efficiency), time lost at the start and at each
      epoch boundary, the drift without --deterministic, `embed` and `match` images/s on 6,000 images, the
-     llava-1.5-7b-shaped judge pairs/s at batch 1/8/32 with and without prefix reuse, and LoRA
-     `judge-train` steps/s. All models have random weights built in code. About 8 minutes on one H200.
+     llava-1.5-7b-shaped judge pairs/s at batch 1/8/32 with and without prefix reuse (and with
+     --static-cache, a compiled decode step, at 32), and LoRA `judge-train` steps/s. All models have random
+     weights built in code. About 8 minutes on one H200 (before the --static-cache row: its compile adds one
+     or two, an estimate).
 
   --cpu-dry-run  check this script on a CPU machine in seconds: tiny shapes, a small subset of the suite
   --wheels DIR   wheel folder to install from (absent or empty: use what is installed)

@@ -1,14 +1,19 @@
-"""Two-stage judge throughput: pairs/s with and without stage-2 prefix (KV-cache) reuse, at batch 1 and 8.
+"""Two-stage judge throughput: pairs/s with and without stage-2 prefix (KV-cache) reuse, and with static caches
+(--static-cache: compiled decode steps on a GPU), at batch 1, 8 and 32.
 
-Usage: .venv/bin/python bench/judge.py [--model DIR] [--pairs 16] [--batch-sizes 1 8]
+Usage: .venv/bin/python bench/judge.py [--model DIR] [--pairs 32] [--batch-sizes 1 8 32]
            [--description-tokens 48] [--analysis-tokens 24] [--device cuda] [--dtype bfloat16] [--threads 1]
-           [--real-shape [--layers N]]
+           [--real-shape [--layers N]] [--stop-at-eos]
 Without --model, builds llava-tiny (random weights). --real-shape instead builds, from its config and with
 no download, a random-weight model of llava-1.5-7b's shape (CLIP ViT-L/14-336 tower, 576 image tokens,
-Llama-7B) in --dtype on --device (a GPU with ~16 GB; --layers N shrinks both towers for a dry run). Both
-paths decode stage 2 greedily with the same budgets and no retries, so their outputs are identical (checked)
-and they differ only in re-encoding the image, prompt and description; goal: reuse >= 1.3x pairs/s.
-Prints pairs/s of the whole judge and of stage 2 alone.
+Llama-7B) in --dtype on --device (a GPU with ~16 GB; --layers N shrinks both towers for a dry run). Every
+path decodes greedily with the same budgets and no retries, and (unless --stop-at-eos) never stops at an
+end-of-sequence token, so each does the same number of steps whatever its rounding (descriptions end at a
+token a probe writes, as a real model's end before the budget, see end_descriptions_early): they differ only in
+re-encoding the image, prompt and description (reuse), or in the cache (static). Whether their outputs are
+identical is printed (in float32 they are; in bf16/fp16 a shorter attention rounds differently); goal:
+reuse >= 1.2x pairs/s at every batch size. Prints pairs/s of the whole judge and of stage 2 alone, and the
+static caches' first batch (on a GPU: the compile).
 """
 
 from __future__ import annotations
@@ -56,18 +61,56 @@ def real_shape_model(processor, device: str, dtype: torch.dtype, layers: int | N
     return model.eval()
 
 
-def run(judge: Judge, pairs: list, batch_size: int) -> tuple[float, float, list[str]]:
-    """(pairs/s, stage-2 pairs/s, stage-2 answers) over `pairs`, after one warm-up batch."""
-    judge.analyze_batch(pairs[:batch_size])
+def synchronize() -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
+
+
+def run(judge: Judge, pairs: list, batch_size: int) -> tuple[float, float, list[str], float]:
+    """(pairs/s, stage-2 pairs/s, stage-2 answers, seconds of the warm-up batch) over `pairs`, after one
+    warm-up batch."""
+    start = time.perf_counter()
+    judge.analyze_batch(pairs[:batch_size])
+    synchronize()
+    warm_up = time.perf_counter() - start
     start, stage2, answers = time.perf_counter(), 0.0, []
     for first in range(0, len(pairs), batch_size):
         results = judge.analyze_batch(pairs[first:first + batch_size])
         stage2 += sum(r["timings"]["stage2_s"] for r in results)
         answers += [r["raw"] for r in results]
+    synchronize()
     elapsed = time.perf_counter() - start
-    return len(pairs) / elapsed, len(pairs) / stage2, answers
+    return len(pairs) / elapsed, len(pairs) / stage2, answers, warm_up
+
+
+def end_descriptions_early(judge: Judge, image: Image.Image) -> None:
+    """Random weights never write an end-of-sequence token, but a real model ends its description with one before
+    the budget, and the columns after it stay masked in the reused cache (at batch 1 too). So the token a probe
+    description writes a third of the way in counts as an end of description as well; generation still decodes
+    its whole budget (the same work on every path)."""
+    judge.model.generation_config.eos_token_id = None
+    described = judge._describe([image])
+    step = described.inputs["input_ids"].shape[1] + judge.max_description_tokens // 3
+    judge._eos.add(int(described.sequences[0, step]))
+
+
+def compare(judge: Judge, pairs: list, batch_size: int, static: bool = True) -> dict:
+    """One table row: `run` with and without prefix reuse, and (`static`) with static caches and reuse."""
+    paths = ((True, False), (False, False)) + (((True, True),) if static else ())
+    figures = {}
+    for reuse, static_cache in paths:
+        judge.reuse_prefix, judge.static_cache = reuse, static_cache
+        figures[reuse, static_cache] = run(judge, pairs, batch_size)
+    judge.static_cache = False
+    reused, scratch = figures[True, False], figures[False, False]
+    row = {"batch": batch_size, "reuse pairs/s": reused[0], "no-reuse pairs/s": scratch[0],
+           "speed-up": reused[0] / scratch[0], "stage-2 speed-up": reused[1] / scratch[1],
+           "same as no-reuse": reused[2] == scratch[2]}
+    if static:
+        compiled = figures[True, True]
+        row.update({"static pairs/s": compiled[0], "static first batch s": compiled[3],
+                    "static same": compiled[2] == reused[2]})
+    return row
 
 
 def main() -> None:
@@ -75,14 +118,16 @@ def main() -> None:
     parser.add_argument("--model", help="LLaVA checkpoint dir or hub id (default: build llava-tiny)")
     parser.add_argument("--real-shape", action="store_true", help="random-weight llava-1.5-7b shape")
     parser.add_argument("--layers", type=int, help="--real-shape: layers per tower (default: the real ones)")
-    parser.add_argument("--pairs", type=int, default=16)
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--pairs", type=int, default=32)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--description-tokens", type=int, default=48)
     parser.add_argument("--analysis-tokens", type=int, default=24)
     parser.add_argument("--device", default=None)
     parser.add_argument("--dtype", default=None, choices=("float32", "float16", "bfloat16"))
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads (a tiny model on a shared CPU runs fastest on one; 0: torch's default)")
+    parser.add_argument("--stop-at-eos", action="store_true",
+                        help="stop at end-of-sequence tokens (then the paths may decode different lengths)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -108,18 +153,11 @@ def main() -> None:
         rng = np.random.default_rng(0)
         images = [Image.fromarray(rng.integers(0, 255, (96, 64, 3), dtype=np.uint8)) for _ in range(4)]
         pairs = [(images[i % 4], TEXTS[(i // 4 + i) % 4]) for i in range(args.pairs)]
-        rows = []
-        for batch_size in args.batch_sizes:
-            figures = {}
-            for reuse in (True, False):
-                judge.reuse_prefix = reuse
-                figures[reuse] = run(judge, pairs, batch_size)
-            rows.append({"batch": batch_size, "reuse pairs/s": figures[True][0],
-                         "no-reuse pairs/s": figures[False][0], "speed-up": figures[True][0] / figures[False][0],
-                         "stage-2 speed-up": figures[True][1] / figures[False][1],
-                         "identical outputs": figures[True][2] == figures[False][2]})
+        if not args.stop_at_eos:
+            end_descriptions_early(judge, images[0])
+        rows = [compare(judge, pairs, batch_size) for batch_size in args.batch_sizes]
     print(f"Judge throughput: {label}; {args.pairs} pairs, {args.description_tokens} description + "
-          f"{args.analysis_tokens} analysis tokens max, greedy\n")
+          f"{args.analysis_tokens} analysis tokens{' max' if args.stop_at_eos else ''}, greedy\n")
     print(markdown_table(rows, floatfmt=".2f"))
 
 

@@ -36,5 +36,6 @@ def test_cpu_dry_run_prints_the_whole_table(tmp_path):
     assert sum(r.startswith("train ") for r in rows) == 3 and any("--deterministic" in r for r in rows)
     assert any(r.startswith("drift") for r in rows) and any(r.startswith("embed") for r in rows)
     assert any(r.startswith("match") for r in rows) and any(r.startswith("judge-train") for r in rows)
-    assert sum(r.startswith("judge llava-tiny (7B shape: 7.1B on meta)") for r in rows) == 2
+    judge = [r for r in rows if r.startswith("judge llava-tiny (7B shape: 7.1B on meta)")]
+    assert len(judge) == 3 and judge[-1].endswith("--static-cache (compiled decode)")
     assert "CPU dry run" in result.stdout

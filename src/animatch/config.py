@@ -525,6 +525,8 @@ class JudgeConfig(JudgeModelOptions, JudgeGenerationOptions, AttentionOptions, I
         [0.6, 0.9], "stage 2 retries at these temperatures while the score cannot be parsed; then the result is "
                     "'unparsed'", bounds=POSITIVE)
     reuse_prefix: bool = opt(True, "stage 2 reuses stage 1's KV cache (image + prompt + description)")
+    static_cache: bool = opt(False, "generate into preallocated (static) KV caches, whose decode step transformers "
+                                    "compiles on a GPU (CUDA graphs; a compile per batch size and cache length)")
 
 
 # ---------------------------------------------------------------------------------------------- demo

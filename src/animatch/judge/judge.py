@@ -2,15 +2,19 @@
 
 Stage 1 describes the image (greedy, or beam search with `num_beams`); stage 2 continues the same
 conversation with the relevance question and samples `Score: <1-10>` + `Analysis: ...` (temperature 0.3,
-top-p 0.9, seeded; temperature 0 is greedy). Stage 2 reuses stage 1's KV cache: its input ids are stage 1's
-full output rows (left-padded prompt + description + whatever followed the end of the description) plus the
-left-padded new turn, with the attention mask hiding the padding and the tokens after each description, so
-`generate` only encodes the new turn and never the image again; the masked positions get no position ids,
-which keeps every row's positions identical to the same sequence encoded from scratch (`reuse_prefix=False`,
-also used under beam search, whose cache does not follow the returned rows). After each stage-2 attempt the
-cache is cropped back to stage 1's, so retries reuse it too, without a copy. When the score cannot be
-parsed, stage 2 is retried at `retry_temperatures`; then the result is `status: "unparsed"` with the raw
-text kept. Bad images and non-English texts become `status: "error"` results; they never stop a batch.
+top-p 0.9, seeded; temperature 0 is greedy). Stage 2 reuses stage 1's KV cache, cropped after the longest
+description: `generate` gets only the ids the cache lacks (the left-padded new turn, after the last
+description token when a description filled its budget) and an attention mask over the whole row (prompt +
+description + whatever followed its end, hidden, + the new turn), so it never encodes the image again; the
+masked positions get no position ids, which keeps every row's positions identical to the same sequence
+encoded from scratch (`reuse_prefix=False`, also used under beam search, whose cache does not follow the
+returned rows; tests/test_judge_reuse.py holds the two equal). After each stage-2 attempt the cache is
+cropped back, so retries reuse it too, without a copy. `static_cache` generates into preallocated caches
+(transformers' StaticCache, sized in STATIC_CACHE_STEP steps), whose decode step transformers compiles on a
+GPU (CUDA graphs); stage 1's then has room for stage 2, whose retries of some rows re-encode them (a static
+cache's rows cannot be selected). When the score cannot be parsed, stage 2 is retried at
+`retry_temperatures`; then the result is `status: "unparsed"` with the raw text kept. Bad images and
+non-English texts become `status: "error"` results; they never stop a batch.
 Result keys: description, score, score_expected (the expected score under the model's probabilities of the
 score tokens at the score position, `scores`), match_probability (their probability of a match), analysis,
 match, status, error, raw, attempts, timings (seconds per pair; in a batch, the batch's time divided among
@@ -20,6 +24,7 @@ its pairs).
 from __future__ import annotations
 
 import copy
+import inspect
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,6 +33,7 @@ from typing import Any
 
 import torch
 from PIL import Image
+from transformers import StaticCache
 
 from animatch.config import JudgeConfig
 from animatch.data.images import ImageLoadError, load_image
@@ -40,7 +46,9 @@ from animatch.judge.scores import ScoreTokens, expected_score, match_probability
 DEFAULTS = JudgeConfig()  # the keyword defaults of Judge below are the CLI's
 # What `Judge.from_options` reads besides the model: the keyword settings of `Judge`.
 SETTINGS = ("num_beams", "max_description_tokens", "max_analysis_tokens", "temperature", "top_p", "seed",
-            "retry_temperatures", "threshold", "reuse_prefix", "max_image_pixels")
+            "retry_temperatures", "threshold", "reuse_prefix", "static_cache", "max_image_pixels")
+# Static caches are sized in steps of this many tokens, so a compiled decode step meets few cache lengths.
+STATIC_CACHE_STEP = 256
 
 
 @dataclass
@@ -50,7 +58,6 @@ class _Described:
     sequences: torch.Tensor       # [n, prompt + generated] ids
     lengths: list[int]            # description tokens per row (before the first end-of-sequence)
     cache: Any                    # stage 1's KV cache, None under beam search
-    cache_name: str               # generate()'s keyword for it
     cache_rows: list[int]         # the rows the cache holds now (retries narrow it)
     descriptions: list[str]
 
@@ -86,12 +93,15 @@ class Judge:
                top_p: float = DEFAULTS.top_p, seed: int = DEFAULTS.seed,
                retry_temperatures: Sequence[float] = tuple(DEFAULTS.retry_temperatures),
                threshold: float = DEFAULTS.threshold, reuse_prefix: bool = DEFAULTS.reuse_prefix,
-               max_image_pixels: int = DEFAULTS.max_image_pixels) -> None:
+               static_cache: bool = DEFAULTS.static_cache, max_image_pixels: int = DEFAULTS.max_image_pixels) -> None:
         self.model, self.processor = model, processor
         self.num_beams, self.max_description_tokens = num_beams, max_description_tokens
         self.max_analysis_tokens, self.temperature, self.top_p = max_analysis_tokens, temperature, top_p
         self.seed, self.retry_temperatures = seed, tuple(retry_temperatures)
         self.threshold, self.reuse_prefix, self.max_image_pixels = threshold, reuse_prefix, max_image_pixels
+        self.static_cache = static_cache
+        forward = inspect.signature(model.forward).parameters
+        self._cache_kwarg = "cache" if "cache" in forward else "past_key_values"  # transformers renamed it in 5.x
         tokenizer = processor.tokenizer
         eos = model.generation_config.eos_token_id
         eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
@@ -150,11 +160,14 @@ class Judge:
 
     @torch.inference_mode()
     def _judge(self, images: list[Image.Image], texts: list[str]) -> list[dict]:
-        start = time.perf_counter()
-        described = self._describe(images)
-        stage1 = time.perf_counter() - start
         tokenizer = self.processor.tokenizer
         tails = [prompts.tail_token_ids(tokenizer, prompts.relevance_tail(self.processor, t)) for t in texts]
+        start = time.perf_counter()
+        # A static stage-1 cache that stage 2 continues holds stage 2 too: the last description token, the tail
+        # and the answer.
+        described = self._describe(images, reserve=1 + max(map(len, tails)) + self.max_analysis_tokens
+                                   if self.reuse_prefix else 0)
+        stage1 = time.perf_counter() - start
         raw: list[str] = [""] * len(texts)
         distributions: list[dict[int, float] | None] = [None] * len(texts)
         attempts = [0] * len(texts)
@@ -186,14 +199,17 @@ class Judge:
         """Stage 1 alone: the descriptions of `images`, as `analyze_batch` writes them."""
         return self._describe(images).descriptions
 
-    def _describe(self, images: list[Image.Image]) -> _Described:
+    def _describe(self, images: list[Image.Image], reserve: int = 0) -> _Described:
+        """Stage 1; a static cache (greedy only) gets `reserve` tokens more room."""
         inputs = self.processor(images=images, text=[self._prompt] * len(images), padding=True,
                                 return_tensors="pt").to(self.device)
         inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
+        prompt_len = inputs["input_ids"].shape[1]
+        static = self.static_cache and self.num_beams == 1
+        extra = {self._cache_kwarg: self._static(prompt_len + self.max_description_tokens + reserve)} if static else {}
         out = self.model.generate(**inputs, do_sample=False, num_beams=self.num_beams,
                                   max_new_tokens=self.max_description_tokens, pad_token_id=self._pad,
-                                  return_dict_in_generate=True)
-        prompt_len = inputs["input_ids"].shape[1]
+                                  return_dict_in_generate=True, **extra)
         generated = out.sequences[:, prompt_len:]
         is_end = torch.zeros_like(generated, dtype=torch.bool)
         for token in self._eos:
@@ -202,9 +218,8 @@ class Judge:
         lengths = [int(row.nonzero()[0]) if row.any() else width for row in is_end.cpu()]
         descriptions = [self.processor.tokenizer.decode(row[:n], skip_special_tokens=True).strip()
                         for row, n in zip(generated, lengths)]
-        cache_name = "cache" if "cache" in out else "past_key_values"
-        cache = out.get(cache_name) if self.num_beams == 1 else None
-        return _Described(inputs, out.sequences, lengths, cache, cache_name, list(range(len(images))), descriptions)
+        cache = out.get("cache" if "cache" in out else "past_key_values") if self.num_beams == 1 else None
+        return _Described(inputs, out.sequences, lengths, cache, list(range(len(images))), descriptions)
 
     def _relevance(self, d: _Described, tails: list[list[int]], rows: list[int], temperature: float,
                    seed: int) -> list[tuple[str, dict[int, float] | None]]:
@@ -212,23 +227,18 @@ class Judge:
         scratch."""
         index = torch.tensor(rows, device=self.device)
         tail_ids, tail_mask = self._left_pad([tails[i] for i in rows])
-        if self.reuse_prefix and d.cache is not None:
+        # A static cache's rows cannot be selected: a retry of some of its rows re-encodes them.
+        if self.reuse_prefix and d.cache is not None and (rows == d.cache_rows or not isinstance(d.cache, StaticCache)):
+            cache, cached = self._narrow_cache(d, rows)
+            # Only what the cache lacks goes in (generate reads the cache's length off the longer mask): at most
+            # the last description token, then the tail. Positions come from the mask, so the masked ones add none.
             prompt_len = d.inputs["input_ids"].shape[1]
-            sequences = d.sequences[index]
-            described = torch.arange(sequences.shape[1] - prompt_len, device=self.device)[None, :] < \
+            end = max(cached, prompt_len + max(d.lengths[i] for i in rows))
+            described = torch.arange(end - prompt_len, device=self.device)[None, :] < \
                 torch.tensor([d.lengths[i] for i in rows], device=self.device)[:, None]
-            input_ids = torch.cat([sequences, tail_ids], dim=1)
+            input_ids = torch.cat([d.sequences[index, cached:end], tail_ids], dim=1)
             mask = torch.cat([d.inputs["attention_mask"][index], described.long(), tail_mask], dim=1)
-            # generate() extends the cache in place; it is rolled back afterwards for retries (a copy where
-            # a layer type cannot be rolled back), and narrowed to the rows still being retried.
-            cache = d.cache if getattr(d.cache, "is_croppable", True) else copy.deepcopy(d.cache)
-            positions = [d.cache_rows.index(i) for i in rows]
-            if positions != list(range(len(d.cache_rows))):
-                cache.batch_select_indices(torch.tensor(positions, device=self.device))
-                if cache is d.cache:
-                    d.cache_rows = list(rows)
-            cached = cache.get_seq_length()
-            extra = {d.cache_name: cache}
+            extra = {self._cache_kwarg: cache}
         else:
             prompt_len = d.inputs["input_ids"].shape[1]
             seqs = [torch.cat([d.inputs["input_ids"][i][d.inputs["attention_mask"][i].bool()],
@@ -237,19 +247,46 @@ class Judge:
                     for i in rows]
             input_ids, mask = self._left_pad(seqs)
             extra = {"pixel_values": d.inputs["pixel_values"][index]}
+            if self.static_cache:
+                extra[self._cache_kwarg] = self._static(input_ids.shape[1] + self.max_analysis_tokens)
         sampling = {"do_sample": True, "temperature": temperature, "top_p": self.top_p} if temperature > 0 \
             else {"do_sample": False}
         torch.manual_seed(seed)
         out = self.model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=self.max_analysis_tokens,
                                   num_beams=1, pad_token_id=self._pad, return_dict_in_generate=True,
                                   output_logits=True, **sampling, **extra)
-        if d.cache is not None and extra.get(d.cache_name) is d.cache:
-            d.cache.crop(cached - d.cache.get_seq_length())  # negative: drop the tokens stage 2 added
+        if d.cache is not None and extra.get(self._cache_kwarg) is d.cache:
+            d.cache.crop(cached - int(d.cache.get_seq_length()))  # negative: drop the tokens stage 2 added
         generated = out.sequences[:, input_ids.shape[1]:]
         texts = self.processor.tokenizer.batch_decode(generated, skip_special_tokens=True)
         logits = torch.stack(out.logits, dim=1).float()  # [rows, steps, vocab], before temperature and top-p
         return [(text, self._scores.distribution(row.tolist(), row_logits))
                 for text, row, row_logits in zip(texts, generated, logits)]
+
+    def _narrow_cache(self, d: _Described, rows: list[int]) -> tuple[Any, int]:
+        """Stage 1's cache holding just `rows`, and its length. generate() extends it in place; `_relevance` rolls
+        it back afterwards for retries (a copy where a layer type cannot be rolled back). Narrowed to the rows
+        still being retried (nothing to select when they are all of them), and cropped after the longest
+        description of those rows: the columns past it are masked in every row, and a mask with no masked column
+        (batch 1) is dropped by generate, so attention runs without one (SDPA's fast kernels, no mask built
+        each step)."""
+        croppable = getattr(d.cache, "is_croppable", True)
+        cache = d.cache if croppable else copy.deepcopy(d.cache)
+        positions = [d.cache_rows.index(i) for i in rows]
+        if positions != list(range(len(d.cache_rows))):
+            cache.batch_select_indices(torch.tensor(positions, device=self.device))
+            if croppable:
+                d.cache_rows = list(rows)
+        cached = int(cache.get_seq_length())  # a static cache counts in a tensor
+        described = d.inputs["input_ids"].shape[1] + max(d.lengths[i] for i in rows)
+        if croppable and cached > described:
+            cache.crop(described - cached)
+            cached = described
+        return cache, cached
+
+    def _static(self, length: int) -> StaticCache:
+        """An empty static cache for at least `length` tokens (rounded up to STATIC_CACHE_STEP)."""
+        return StaticCache(config=self.model.config, max_cache_len=-(-length // STATIC_CACHE_STEP) * STATIC_CACHE_STEP)
 
     def _left_pad(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         width = max(len(r) for r in rows)
