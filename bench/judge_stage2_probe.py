@@ -23,7 +23,7 @@ import torch
 
 from animatch.config import JudgeTrainConfig
 from animatch.data.schema import load_split
-from animatch.judge.data import IGNORE_INDEX, ExampleCollator, JudgeExampleDataset
+from animatch.judge.examples import IGNORE_INDEX, ExampleCollator, JudgeExampleDataset
 from animatch.models.hub import load_llava
 
 

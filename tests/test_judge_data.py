@@ -16,16 +16,13 @@ from animatch.data.images import load_image
 from animatch.data.schema import load_split
 from animatch.judge import prompts
 from animatch.judge.data import (
-    IGNORE_INDEX,
-    ExampleCollator,
-    ExampleEncoder,
-    JudgeExampleDataset,
     anonymise,
     description_target,
     join_within,
     plan_epoch,
     split_sentences,
 )
+from animatch.judge.examples import IGNORE_INDEX, ExampleCollator, ExampleEncoder, JudgeExampleDataset
 from animatch.judge.judge import Judge
 from animatch.judge.parse import parse_relevance
 

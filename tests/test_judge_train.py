@@ -16,7 +16,7 @@ from transformers import AutoProcessor, LlavaForConditionalGeneration
 from animatch.cli import main
 from animatch.config import JudgeTrainConfig
 from animatch.data.schema import load_split
-from animatch.judge.data import ExampleCollator, JudgeExampleDataset
+from animatch.judge.examples import ExampleCollator, JudgeExampleDataset
 from animatch.judge.loading import load_judge_model
 from animatch.judge.trainable import answer_loss
 

@@ -18,11 +18,7 @@ wording. Per epoch (`plan_epoch`, seeded by (seed, epoch), so any number of work
 - personality texts are used only as extra negatives: with probability `personality_negatives` a stage-2
   example whose candidate is the character's own personality, scored 1 (it does not describe the looks).
 The plan draws only which examples there are; each is written out (`_Planner.write`) when used.
-`ExampleEncoder` turns an example into ids exactly as the judge builds its inputs: the processor on the image and
-the stage-1 prompt (image tokens expanded), then for stage 2 the context description's ids and
-`prompts.tail_token_ids` of the relevance turn, then the answer and the end-of-sequence token. Labels are -100
-everywhere except the answer and its end token: no prompt, image or padding token carries loss; the score's
-digits weigh `score_loss_weight` in the loss.
+Encoding an example into ids and labels is `judge.examples`' job.
 """
 
 from __future__ import annotations
@@ -30,25 +26,14 @@ from __future__ import annotations
 import random
 import re
 from collections import Counter, defaultdict
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import torch
-from PIL import Image
-
 from animatch.config import JudgeTrainConfig
-from animatch.data.images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
-from animatch.data.safepath import path_inside
-from animatch.errors import UserError
 from animatch.evaluate.text import extract_keywords
 from animatch.judge import prompts
-from animatch.judge.scores import ScoreTokens
 
-IGNORE_INDEX = -100
 PERSONALITY_SCORE = 1
 MAX_CANDIDATE_SENTENCES = 3
-MAX_SUBSTITUTES = 16
 NEUTRAL_NAME = "the character"
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
@@ -57,7 +42,7 @@ def split_sentences(text: str) -> list[str]:
     return [s.strip() for s in _SENTENCE_END.split(text.strip()) if s.strip()]
 
 
-def _ids(tokenizer: Any, text: str) -> list[int]:
+def token_ids(tokenizer: Any, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
@@ -66,14 +51,14 @@ def join_within(tokenizer: Any, pieces: list[str], budget: int) -> str:
     to the budget when it alone is longer."""
     kept, used = [], 0
     for piece in pieces:
-        n = len(_ids(tokenizer, piece))
+        n = len(token_ids(tokenizer, piece))
         if used + n > budget:
             break
         kept.append(piece)
         used += n
     if kept or not pieces:
         return " ".join(kept)
-    return tokenizer.decode(_ids(tokenizer, pieces[0])[:budget], skip_special_tokens=True).strip()
+    return tokenizer.decode(token_ids(tokenizer, pieces[0])[:budget], skip_special_tokens=True).strip()
 
 
 def description_target(record: dict, tokenizer: Any, budget: int, style: str = "text") -> str:
@@ -247,95 +232,3 @@ def plan_epoch(records: list[dict], cfg: JudgeTrainConfig, tokenizer: Any, seed:
     for n, slot in enumerate(slots):
         slot["seed"] = f"{seed}:{epoch}:{n}"
     return EpochPlan(slots, missing, planner)
-
-
-class ExampleEncoder:
-    """Token ids and labels of planned examples, built from the same pieces the judge feeds the model."""
-
-    def __init__(self, processor: Any, score_weight: float = 1.0):
-        self.processor, self.tokenizer, self.score_weight = processor, processor.tokenizer, score_weight
-        self.scores = ScoreTokens(self.tokenizer)
-        self.stage1_prompt = prompts.render_description_prompt(processor)
-        self.eos = self.tokenizer.eos_token_id
-        self.image_token_id = self.tokenizer.convert_tokens_to_ids(processor.image_token)
-
-    def prompt_ids(self, image: Image.Image, spec: dict) -> tuple[list[int], torch.Tensor]:
-        """(the ids the model sees before the answer, pixel values) of an example."""
-        batch = self.processor(images=image, text=self.stage1_prompt, return_tensors="pt")
-        ids = batch["input_ids"][0].tolist()
-        if spec["kind"] != "description":
-            tail = prompts.relevance_tail(self.processor, spec["text"])
-            ids += _ids(self.tokenizer, spec["description"]) + prompts.tail_token_ids(self.tokenizer, tail)
-        return ids, batch["pixel_values"][0]
-
-    def encode(self, image: Image.Image, spec: dict) -> dict:
-        """{"input_ids", "labels", "weights", "pixel_values"}: labels -100 on everything but the answer + end
-        token; weights (of each label in the loss) 1, `score_weight` on the score's digits of a stage-2 answer."""
-        prompt, pixel_values = self.prompt_ids(image, spec)
-        answer = _ids(self.tokenizer, spec["answer"]) + [self.eos]
-        labels = [IGNORE_INDEX] * len(prompt) + answer
-        input_ids = prompt + answer
-        labels = [IGNORE_INDEX if t == self.image_token_id else label for t, label in zip(input_ids, labels)]
-        weights = [0.0] * len(prompt) + [1.0] * len(answer)
-        step = self.scores.position(answer) if spec["kind"] != "description" else None
-        while step is not None and step < len(answer) and answer[step] in self.scores.digit_tokens:
-            weights[len(prompt) + step] = self.score_weight
-            step += 1
-        return {"input_ids": torch.tensor(input_ids), "labels": torch.tensor(labels),
-                "weights": torch.tensor(weights), "pixel_values": pixel_values}
-
-
-class JudgeExampleDataset(torch.utils.data.Dataset):
-    """Item i of the current epoch's plan, encoded. When its image fails to load or it is longer than
-    `max_length`, the next items are tried instead (up to MAX_SUBSTITUTES), so a batch is never short; the
-    failures travel with the item in "skipped" to be counted. Call `set_epoch` before each epoch (it redraws
-    the plan; `own` and `describe_only` as in `plan_epoch`)."""
-
-    def __init__(self, records: list[dict], root: str | Path, processor: Any, cfg: JudgeTrainConfig, seed: int,
-                 max_pixels: int = DEFAULT_MAX_PIXELS):
-        self.records, self.root, self.cfg, self.seed, self.max_pixels = records, Path(root), cfg, seed, max_pixels
-        self.encoder = ExampleEncoder(processor, cfg.score_loss_weight)
-        self.set_epoch(0)
-
-    def set_epoch(self, epoch: int, own: dict[int, str] | None = None, describe_only: bool = False) -> None:
-        self.plan = plan_epoch(self.records, self.cfg, self.encoder.tokenizer, self.seed, epoch, own, describe_only)
-
-    def __len__(self) -> int:
-        return len(self.plan)
-
-    def __getitem__(self, i: int) -> dict:
-        skipped = []
-        for j in range(i, i + MAX_SUBSTITUTES):
-            spec = self.plan[j % len(self.plan)]
-            file_name = self.records[spec["record"]]["file_name"]
-            try:
-                image = load_image(path_inside(self.root, file_name), max_pixels=self.max_pixels)
-            except ImageLoadError as e:
-                skipped.append((file_name, e.reason))
-                continue
-            example = self.encoder.encode(image, spec)
-            if len(example["input_ids"]) <= self.cfg.max_length:
-                return {**example, "kind": spec["kind"], "skipped": skipped}
-            skipped.append((file_name, "longer than --max-length"))
-        raise UserError(f"{MAX_SUBSTITUTES} examples in a row could not be used (last: {skipped[-1][0]}: "
-                        f"{skipped[-1][1]}); check the images and --max-length")
-
-
-@dataclass
-class ExampleCollator:
-    """Right-pads a batch: labels -100, weight 0 and attention 0 on the padding."""
-    pad_token_id: int
-
-    def __call__(self, items: list[dict]) -> dict:
-        width = max(len(it["input_ids"]) for it in items)
-        input_ids = torch.full((len(items), width), self.pad_token_id, dtype=torch.long)
-        labels = torch.full((len(items), width), IGNORE_INDEX, dtype=torch.long)
-        weights = torch.zeros((len(items), width))
-        attention_mask = torch.zeros((len(items), width), dtype=torch.long)
-        for row, it in enumerate(items):
-            n = len(it["input_ids"])
-            input_ids[row, :n], labels[row, :n], attention_mask[row, :n] = it["input_ids"], it["labels"], 1
-            weights[row, :n] = it["weights"]
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels, "weights": weights,
-                "pixel_values": torch.stack([it["pixel_values"] for it in items]), "size": len(items),
-                "skipped": [s for it in items for s in it["skipped"]], "kinds": [it["kind"] for it in items]}

@@ -1,13 +1,13 @@
 """`animatch judge-train`: fine-tune the LLaVA judge on both stages with accelerate (CPU, a GPU, many GPUs).
 
-Methods lora / qlora / full and what each trains are `judge.trainable`'s; examples come from `judge.data` (the
-prompts and tokens of `animatch judge`). AdamW with warmup and a cosine (or linear, constant) schedule,
-gradient accumulation, clipping and mixed precision through accelerate; logs go to metrics.jsonl and
-TensorBoard. `last/` (the resume state: `training.checkpoint`, safetensors + JSON, written atomically) is saved
-every `save_every` steps or each epoch; at the end `adapter/` (PEFT adapter + `mm_projector.safetensors`, for
-`animatch judge --adapter`) or, for `full`, `model/` (a whole checkpoint), and with `--merge` `merged/` (the
-adapter merged into the base: a plain checkpoint for `from_pretrained`). Under DeepSpeed or FSDP the
-optimizer is sharded, so `last/` holds weights, schedule and data position only and a resumed run restarts
+Methods lora / qlora / full and what each trains are `judge.trainable`'s; examples come from `judge.data` (what they
+say) and `judge.examples` (their ids: the prompts and tokens of `animatch judge`). AdamW with warmup and a cosine
+(or linear, constant) schedule, gradient accumulation, clipping and mixed precision through accelerate; logs go to
+metrics.jsonl and TensorBoard. `last/` (the resume state: `training.checkpoint`, safetensors + JSON, written
+atomically) is saved every `save_every` steps or each epoch; at the end `adapter/` (PEFT adapter +
+`mm_projector.safetensors`, for `animatch judge --adapter`) or, for `full`, `model/` (a whole checkpoint), and with
+`--merge` `merged/` (the adapter merged into the base: a plain checkpoint for `from_pretrained`). Under DeepSpeed or
+FSDP the optimizer is sharded, so `last/` holds weights, schedule and data position only and a resumed run restarts
 the optimizer moments (it says so).
 """
 
@@ -33,7 +33,7 @@ from animatch.data.safepath import path_inside
 from animatch.data.schema import load_split
 from animatch.errors import UserError
 from animatch.judge import prompts
-from animatch.judge.data import ExampleCollator, JudgeExampleDataset
+from animatch.judge.examples import ExampleCollator, JudgeExampleDataset
 from animatch.judge.judge import Judge
 from animatch.judge.loading import load_judge_model
 from animatch.judge.trainable import TrainedWeights, answer_loss, load_trainable, param_groups

@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 
 from animatch.config import JudgeTrainConfig
 from animatch.errors import UserError
-from animatch.judge.data import IGNORE_INDEX
+from animatch.judge.examples import IGNORE_INDEX
 from animatch.judge.loading import PROJECTOR_FILE, PROJECTOR_METADATA, load_projector
 from animatch.models.hub import load_llava
 
