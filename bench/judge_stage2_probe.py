@@ -5,11 +5,12 @@ positive and a negative candidate per character, `Score: 9` / `Score: 2`), and p
 steps, the teacher-forced verdict on held-out examples: accuracy and ROC-AUC of logit("9") - logit("2") at the
 score position. It isolates stage 2 from stage 1 (no own descriptions) and lets one change one thing at a time:
 `--text-only` drops the image tokens, `--minimal` replaces the prompts with `description | candidate Score:`
-(about 70 tokens instead of 370), `--paired` puts a character's positive and negative in the same batch,
-`--score-only` puts the loss on the score token alone. Runs and figures: docs/JUDGE.md.
+(about 70 tokens instead of 370) and the answer with the score alone (`--analysis`: `description | candidate
+Answer:` and the judge's whole answer, `Score: N` + its analysis), `--paired` puts a character's positive and
+negative in the same batch, `--score-only` puts the loss on the score token alone. Runs and figures: docs/JUDGE.md.
 
 Usage: .venv/bin/python bench/judge_stage2_probe.py --data ROOT --split-dir PREPARED --model LLAVA_DIR
-           [--steps 400] [--examples 3000] [--lr 2e-3] [--text-only] [--minimal] [--paired] [--score-only]
+           [--steps 400] [--examples 3000] [--lr 2e-3] [--text-only] [--minimal [--analysis]] [--paired] [--score-only]
 """
 
 from __future__ import annotations
@@ -38,11 +39,18 @@ def stage2_examples(dataset: JudgeExampleDataset, n: int, start: int, args) -> t
             continue
         if args.minimal:
             head = tokenizer(spec["description"] + " |")["input_ids"]
-            prompt = head + tokenizer(spec["text"] + " Score:", add_special_tokens=False)["input_ids"]
-            score = tokenizer(" 9" if item["kind"] == "positive" else " 2", add_special_tokens=False)["input_ids"][-1:]
-            item = {**item, "input_ids": torch.tensor(prompt + score),
-                    "labels": torch.tensor([IGNORE_INDEX] * len(prompt) + score),
-                    "weights": torch.tensor([0.0] * len(prompt) + [dataset.encoder.score_weight])}
+            if args.analysis:  # the judge's own answer (score, then the analysis) after a short prompt
+                prompt = head + tokenizer(spec["text"] + " Answer:", add_special_tokens=False)["input_ids"]
+                answer = item["input_ids"][len(item["input_ids"]) - int((item["labels"] != IGNORE_INDEX).sum()):]
+                weights = item["weights"][len(item["weights"]) - len(answer):]
+            else:
+                prompt = head + tokenizer(spec["text"] + " Score:", add_special_tokens=False)["input_ids"]
+                answer = torch.tensor(tokenizer(" 9" if item["kind"] == "positive" else " 2",
+                                                add_special_tokens=False)["input_ids"][-1:])
+                weights = torch.tensor([dataset.encoder.score_weight])
+            item = {**item, "input_ids": torch.cat([torch.tensor(prompt), answer]),
+                    "labels": torch.cat([torch.full((len(prompt),), IGNORE_INDEX), answer]),
+                    "weights": torch.cat([torch.zeros(len(prompt)), weights])}
         elif args.text_only:
             keep = item["input_ids"] != image_token
             item = {**item, **{key: item[key][keep] for key in ("input_ids", "labels", "weights")}}
@@ -66,7 +74,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--score-weight", type=float, default=10.0)
     parser.add_argument("--eval-every", type=int, default=50)
-    for flag in ("--text-only", "--minimal", "--paired", "--score-only"):
+    for flag in ("--text-only", "--minimal", "--analysis", "--paired", "--score-only"):
         parser.add_argument(flag, action="store_true")
     args = parser.parse_args()
     args.text_only |= args.minimal
