@@ -24,6 +24,7 @@ import torch
 
 from animatch.config import JudgeTrainConfig
 from animatch.data.schema import load_split
+from animatch.evaluate.classification import roc_auc
 from animatch.judge.examples import IGNORE_INDEX, ExampleCollator, JudgeExampleDataset
 from animatch.models.hub import load_llava
 
@@ -112,10 +113,7 @@ def main() -> None:
                 margins.append(float(logits[row, at, match] - logits[row, at, other]))
                 truth.append(item["kind"] == "positive")
         model.train()
-        positives = [m for m, t in zip(margins, truth) if t]
-        negatives = [m for m, t in zip(margins, truth) if not t]
-        auc = sum((p > n) + 0.5 * (p == n) for p in positives for n in negatives) / (len(positives) * len(negatives))
-        return sum((m > 0) == t for m, t in zip(margins, truth)) / len(truth), auc
+        return sum((m > 0) == t for m, t in zip(margins, truth)) / len(truth), roc_auc(margins, truth)
 
     model.requires_grad_(True)
     model.model.vision_tower.requires_grad_(False)

@@ -54,6 +54,13 @@ def _snapshot(root: Path, skip: Path | None = None) -> dict[str, tuple]:
     return {k: v for k, v in found.items() if skip is None or not Path(k).is_relative_to(skip)}
 
 
+def _draw_bad_lines(data, synth_root: Path, max_size: int) -> tuple[list[bytes], list[int]]:
+    """Up to `max_size` hostile metadata lines (`_bad_line` of a real synth record) and where each is spliced in."""
+    template = json.loads((synth_root / "metadata.jsonl").read_text().splitlines()[0])
+    bad = data.draw(st.lists(_bad_line(template), max_size=max_size))
+    return bad, data.draw(st.lists(st.integers(0, 100), min_size=len(bad), max_size=len(bad)))
+
+
 def _dataset(base: Path, synth_root: Path, bad: list[bytes], positions: list[int]) -> tuple[Path, list[dict]]:
     """A dataset root holding GOOD synth records with their images, a record per HOSTILE name, `bad` lines
     spliced in, a symlink out of the root, a FIFO and a file outside it."""
@@ -96,9 +103,7 @@ def _check_exit(code: int, err: str, command: str) -> None:
            "--min-appearance-chars": st.integers(-3, 40), "--chunk-tokens": st.integers(-2, 120),
            "--placeholder-min-characters": st.integers(-1, 5), "--split-seed": st.integers(-2**40, 2**40)}))
 def test_prepare_survives_generated_metadata_names_and_options(synth_root, capsys, data, out_kind, options):
-    template = json.loads((synth_root / "metadata.jsonl").read_text().splitlines()[0])
-    bad = data.draw(st.lists(_bad_line(template), max_size=8))
-    positions = data.draw(st.lists(st.integers(0, 100), min_size=len(bad), max_size=len(bad)))
+    bad, positions = _draw_bad_lines(data, synth_root, 8)
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
         root, good = _dataset(base, synth_root, bad, positions)
@@ -127,9 +132,7 @@ def test_prepare_survives_generated_metadata_names_and_options(synth_root, capsy
        contents=st.lists(st.binary(max_size=64), min_size=5, max_size=5))
 def test_match_survives_generated_candidates_file_names_and_options(synth_root, clip_tiny_dir, capsys, data, top_k,
                                                                     batch_size, rows, file_names, contents):
-    template = json.loads((synth_root / "metadata.jsonl").read_text().splitlines()[0])
-    bad = data.draw(st.lists(_bad_line(template), max_size=6))
-    positions = data.draw(st.lists(st.integers(0, 100), min_size=len(bad), max_size=len(bad)))
+    bad, positions = _draw_bad_lines(data, synth_root, 6)
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
         root, good = _dataset(base, synth_root, bad, positions)
