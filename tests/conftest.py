@@ -69,6 +69,15 @@ def llava_tiny_dir(tmp_path_factory, clip_tiny_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def llava_minilm_dir(tmp_path_factory, clip_tiny_dir) -> Path:
+    """A llava-minilm checkpoint (language model from the packaged all-MiniLM-L6-v2) on clip_tiny_dir's tower."""
+    from animatch.models.tiny import build_tiny
+
+    return build_tiny("llava-minilm", tmp_path_factory.mktemp("llava_minilm") / "llava-minilm",
+                      vision_tower=str(clip_tiny_dir))
+
+
+@pytest.fixture(scope="session")
 def prepared_dir(tmp_path_factory, synth_root) -> Path:
     """`animatch prepare` output (optimized_metadata.jsonl, train/val/test.jsonl) of synth_root."""
     from animatch.config import PrepareConfig

@@ -33,7 +33,7 @@ COMMANDS: dict[str, tuple[type, str, str]] = {
     "download": (config.DownloadConfig, "animatch.data.download:run_download",
                  "fetch AniPersonaCaps from the Hugging Face Hub"),
     "init-model": (config.InitModelConfig, "animatch.models.tiny:run_init_model",
-                   "build a tiny offline checkpoint (clip-tiny, clip-small, llava-tiny)"),
+                   "build a tiny offline checkpoint (clip-tiny, clip-small, llava-tiny, llava-minilm)"),
     "import-checkpoint": (config.ImportCheckpointConfig, "animatch.models.import_checkpoint:run_import_checkpoint",
                           "turn a PyTorch .pth CLIP state dict (the reference's best_model.pth) into a checkpoint dir"),
     "train": (config.TrainConfig, "animatch.clip.train:run_train", "fine-tune CLIP with global negatives"),

@@ -27,7 +27,7 @@ from animatch.errors import UserError
 DEFAULT_CLIP = "openai/clip-vit-base-patch32"
 DEFAULT_LLAVA = "llava-hf/llava-1.5-7b-hf"
 DEFAULT_EMBEDDING_CACHE = "~/.cache/animatch/embeddings"
-TINY_PRESETS = ("clip-tiny", "clip-small", "llava-tiny")
+TINY_PRESETS = ("clip-tiny", "clip-small", "llava-tiny", "llava-minilm")
 SPLITS = ("train", "val", "test")
 ATTENTION = ("sdpa", "eager", "flash_attention_2")
 MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
@@ -386,7 +386,7 @@ class InitModelConfig(OutputOptions):
     """Build a tiny randomly initialised checkpoint in exactly the Hub layout, offline."""
     preset: str = opt(help="which checkpoint", required=True, choices=TINY_PRESETS, positional=True)
     out: str = opt(help="output directory", required=True)
-    vision_tower: Optional[str] = opt(None, "llava-tiny only: take the vision tower from this CLIP checkpoint "
+    vision_tower: Optional[str] = opt(None, "llava presets only: take the vision tower from this CLIP checkpoint "
                                             "(dir or hub id; unset: a random one)")
     seed: int = opt(0, "seed of the random initialisation", bounds=SEED)
 
@@ -539,7 +539,9 @@ class DemoConfig(OutputOptions):
 
 
 # ---------------------------------------------------------------------------------- judge fine-tuning
-LORA_TARGET_MODULES = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)$"
+# The linear layers of a Llama-style language model (LLaVA-1.5) and of a BERT-style one (llava-minilm).
+LORA_TARGET_MODULES = (r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj"
+                       r"|query|key|value|dense)$")
 
 
 @dataclass

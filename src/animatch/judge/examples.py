@@ -68,14 +68,16 @@ class ExampleEncoder:
 
 class JudgeExampleDataset(torch.utils.data.Dataset):
     """Item i of the current epoch's plan, encoded. When its image fails to load or it is longer than
-    `max_length`, the next items are tried instead (up to MAX_SUBSTITUTES), so a batch is never short; the
-    failures travel with the item in "skipped" to be counted. Call `set_epoch` before each epoch (it redraws
-    the plan; `own` and `describe_only` as in `plan_epoch`)."""
+    `max_length` or the tokenizer's `model_max_length` (a model with absolute positions has no more), the next
+    items are tried instead (up to MAX_SUBSTITUTES), so a batch is never short; the failures travel with the item
+    in "skipped" to be counted. Call `set_epoch` before each epoch (it redraws the plan; `own` and
+    `describe_only` as in `plan_epoch`)."""
 
     def __init__(self, records: list[dict], root: str | Path, processor: Any, cfg: JudgeTrainConfig, seed: int,
                  max_pixels: int = DEFAULT_MAX_PIXELS):
         self.records, self.root, self.cfg, self.seed, self.max_pixels = records, Path(root), cfg, seed, max_pixels
         self.encoder = ExampleEncoder(processor, cfg.score_loss_weight)
+        self.max_length = min(cfg.max_length, self.encoder.tokenizer.model_max_length)
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int, own: dict[int, str] | None = None, describe_only: bool = False) -> None:
@@ -95,9 +97,9 @@ class JudgeExampleDataset(torch.utils.data.Dataset):
                 skipped.append((file_name, e.reason))
                 continue
             example = self.encoder.encode(image, spec)
-            if len(example["input_ids"]) <= self.cfg.max_length:
+            if len(example["input_ids"]) <= self.max_length:
                 return {**example, "kind": spec["kind"], "skipped": skipped}
-            skipped.append((file_name, "longer than --max-length"))
+            skipped.append((file_name, f"longer than {self.max_length} tokens"))
         raise UserError(f"{MAX_SUBSTITUTES} examples in a row could not be used (last: {skipped[-1][0]}: "
                         f"{skipped[-1][1]}); check the images and --max-length")
 

@@ -13,8 +13,8 @@ cropped back, so retries reuse it too, without a copy. `static_cache` generates 
 (transformers' StaticCache, sized in STATIC_CACHE_STEP steps), whose decode step transformers compiles on a
 GPU (CUDA graphs); stage 1's then has room for stage 2, whose retries of some rows re-encode them (a static
 cache's rows cannot be selected). When the score cannot be parsed, stage 2 is retried at
-`retry_temperatures`; then the result is `status: "unparsed"` with the raw text kept. Bad images and
-non-English texts become `status: "error"` results; they never stop a batch.
+`retry_temperatures`; then the result is `status: "unparsed"` with the raw text kept. Bad images, non-English
+texts and texts too long for the model's positions become `status: "error"` results; they never stop a batch.
 Result keys: description, score, score_expected (the expected score under the model's probabilities of the
 score tokens at the score position, `scores`), match_probability (their probability of a match), analysis,
 match, status, error, raw, attempts, timings (seconds per pair; in a batch, the batch's time divided among
@@ -109,6 +109,10 @@ class Judge:
         self._pad = tokenizer.pad_token_id
         self._prompt = prompts.render_description_prompt(processor)
         self._scores = ScoreTokens(tokenizer)
+        # Stage 2 must fit the language model's positions (an absolute position table has no row past them).
+        self._max_positions = getattr(model.config.get_text_config(), "max_position_embeddings", None)
+        self._stage1_len = processor(images=[Image.new("RGB", (8, 8))], text=[self._prompt],
+                                     return_tensors="pt")["input_ids"].shape[1]
 
     @classmethod
     def from_options(cls, options: Any, *, prefix: str = "", **overrides: Any) -> Judge:
@@ -141,7 +145,7 @@ class Judge:
         results: list[dict | None] = [None] * len(pairs)
         rows, images, texts = [], [], []
         for i, (image, text) in enumerate(pairs):
-            problem = english_problem(text)
+            problem = english_problem(text) or self._length_problem(text)
             if problem is not None:
                 results[i] = error_result(problem)
                 continue
@@ -157,6 +161,17 @@ class Judge:
             for i, result in zip(rows, self._judge(images, texts)):
                 results[i] = result
         return results
+
+    def _length_problem(self, text: str) -> str | None:
+        """Why stage 2 of `text` does not fit the model's positions, or None when it does."""
+        if self._max_positions is None:
+            return None
+        tail = prompts.tail_token_ids(self.processor.tokenizer, prompts.relevance_tail(self.processor, text))
+        need = self._stage1_len + self.max_description_tokens + len(tail) + self.max_analysis_tokens
+        if need <= self._max_positions:
+            return None
+        return (f"text too long for this judge: with its prompt, description and answer it needs {need} positions, "
+                f"the model has {self._max_positions}; shorten it by {need - self._max_positions} tokens")
 
     @torch.inference_mode()
     def _judge(self, images: list[Image.Image], texts: list[str]) -> list[dict]:

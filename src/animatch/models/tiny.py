@@ -6,7 +6,9 @@ config.json, model.safetensors, tokenizer files (offline-trained, reproducible: 
 preprocessor_config.json, and for LLaVA processor_config.json plus llava-1.5's chat template
 (`USER: <image>\\n... ASSISTANT:`). llava-tiny is built the way LLaVA is: a CLIP vision tower (clip-tiny's
 shape, or copied with its weights and image preprocessing from `vision_tower`), a two-layer MLP projector
-and a small Llama language model. Same preset and seed give the same files.
+and a small Llama language model. llava-minilm is the same around a pre-trained language model (`models.minilm`:
+all-MiniLM-L6-v2 run as a decoder, from the copy the `judge` extra installs), the tiny judge that can learn to
+compare texts on a CPU. Same preset and seed give the same files.
 """
 
 from __future__ import annotations
@@ -33,6 +35,10 @@ LLAVA_CHAT_TEMPLATE = (
     "{% generation %}{{ content['text'] + ' '}}{% endgeneration %}{% endfor %}{% endif %}{% endfor %}"
     "{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
 )
+# llava-minilm's: an answer ends with the end token ([SEP]), so that the judge's description and the candidate text
+# after it are two segments apart, as BERT read sentence pairs in pre-training.
+SEPARATED_CHAT_TEMPLATE = LLAVA_CHAT_TEMPLATE.replace("{% generation %}{{ content['text'] + ' '}}",
+                                                      "{% generation %}{{ content['text'] + ' ' + eos_token + ' '}}")
 
 
 def _clip_preset(width: int, layers: int, heads: int, image_size: int, patch: int) -> dict:
@@ -45,6 +51,8 @@ PRESETS: dict[str, dict] = {
     "clip-small": _clip_preset(256, 6, 4, 112, 16),
     "llava-tiny": {"kind": "llava", "vision": "clip-tiny", "width": 128, "layers": 2, "heads": 4,
                    "intermediate": 352, "max_positions": 2048},
+    # The language model is pre-trained (models.minilm): the first `layers` of all-MiniLM-L6-v2's six.
+    "llava-minilm": {"kind": "llava", "vision": "clip-tiny", "language": "all-MiniLM-L6-v2", "layers": 6},
 }
 
 
@@ -94,16 +102,20 @@ def _vision_source(p: dict, vision_tower: str | None):
 def _build_llava(p: dict, out: Path, vision_tower: str | None) -> int:
     from transformers import LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
 
+    from animatch.models.minilm import minilm_language
     from animatch.models.tokenizers import build_llama_tokenizer
 
     vision_config, vision_weights, image_processor = _vision_source(p, vision_tower)
-    tokenizer = build_llama_tokenizer(LLAMA_VOCAB)
-    tokenizer.model_max_length = p["max_positions"]
-    text = LlamaConfig(vocab_size=len(tokenizer), hidden_size=p["width"], intermediate_size=p["intermediate"],
-                       num_hidden_layers=p["layers"], num_attention_heads=p["heads"],
-                       num_key_value_heads=p["heads"], max_position_embeddings=p["max_positions"],
-                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                       pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)
+    if "language" in p:
+        tokenizer, text, language_weights, head = minilm_language(p["layers"])
+    else:
+        tokenizer = build_llama_tokenizer(LLAMA_VOCAB)
+        tokenizer.model_max_length = p["max_positions"]
+        text = LlamaConfig(vocab_size=len(tokenizer), hidden_size=p["width"], intermediate_size=p["intermediate"],
+                           num_hidden_layers=p["layers"], num_attention_heads=p["heads"],
+                           num_key_value_heads=p["heads"], max_position_embeddings=p["max_positions"],
+                           bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                           pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)
     image_token_id = tokenizer.convert_tokens_to_ids("<image>")
     patches = (vision_config.image_size // vision_config.patch_size) ** 2
     config = LlavaConfig(vision_config=vision_config.to_dict(), text_config=text.to_dict(),
@@ -113,10 +125,14 @@ def _build_llava(p: dict, out: Path, vision_tower: str | None) -> int:
     model = LlavaForConditionalGeneration(config)
     if vision_weights is not None:
         model.model.vision_tower.load_state_dict(vision_weights)
+    if "language" in p:
+        model.model.language_model.load_state_dict(language_weights)
+        model.lm_head.weight.data.copy_(head)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(out)
     LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=vision_config.patch_size,
-                   vision_feature_select_strategy="default", chat_template=LLAVA_CHAT_TEMPLATE,
+                   vision_feature_select_strategy="default",
+                   chat_template=SEPARATED_CHAT_TEMPLATE if "language" in p else LLAVA_CHAT_TEMPLATE,
                    image_token="<image>", num_additional_image_tokens=1).save_pretrained(out)
     return model.num_parameters()
 
@@ -133,8 +149,10 @@ def build_tiny(preset: str, out, vision_tower: str | None = None, seed: int = 0)
     with atomic_dir(out) as tmp:
         params = _build_clip(p, tmp) if p["kind"] == "clip" else _build_llava(p, tmp, vision_tower)
         metrics = {"preset": preset, "parameters": params, "seed": seed, "vision_tower": vision_tower}
-        report = (f"# {preset}\n\nRandomly initialised {p['kind']} checkpoint built offline by "
-                  f"`animatch init-model` (seed {seed}); for tests and demos, not for real predictions.\n\n"
+        start = (f"{p['kind']} checkpoint whose language model starts from {p['language']}" if "language" in p
+                 else f"Randomly initialised {p['kind']} checkpoint")
+        report = (f"# {preset}\n\n{start}, built offline by `animatch init-model` (seed {seed}); for tests "
+                  "and demos, not for real predictions.\n\n"
                   + markdown_table([{"setting": k, "value": v} for k, v in {**p, "parameters": params}.items()]))
         write_run_files(tmp, None, metrics, report, metrics_name="init_model.json", report_name="README.md")
     return out
