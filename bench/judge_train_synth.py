@@ -27,7 +27,8 @@ from common import run  # bench/common.py (scripts run as bench/NAME.py)
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 MEASURES = [("accuracy", "accuracy"), ("roc_auc", "AUC"), ("roc_auc_expected", "AUC exp"),
-            ("unparsed_rate", "unparsed"), ("keyword_recall", "R@5"), ("blind_guess_recall", "blind"),
+            ("unparsed_rate", "unparsed"), ("overlap_auc", "overlap"), ("keyword_recall", "R@5"),
+            ("blind_guess_recall", "blind"),
             ("mean_score_positive", "score +"), ("mean_score_negative", "score -"),
             ("mean_expected_positive", "exp +"), ("mean_expected_negative", "exp -"), ("calibration_error", "ECE")]
 

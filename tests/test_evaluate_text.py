@@ -1,9 +1,8 @@
-"""Text metrics: BLEU / ROUGE-L known values, keyword extraction on real and synthetic descriptions,
-keyword recall, and semantic cosine with the packaged MiniLM model (loaded once, offline)."""
+"""Text metrics: BLEU / ROUGE-L known values and semantic cosine with the packaged MiniLM model (loaded once,
+offline). Keywords and their recall: test_evaluate_keywords.py."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -11,9 +10,6 @@ import pytest
 from animatch.errors import UserError
 from animatch.evaluate.text import (
     bleu,
-    corpus_keyword_recall_at_k,
-    extract_keywords,
-    keyword_recall_at_k,
     load_sentence_model,
     resolve_sentence_model,
     rouge_l,
@@ -48,68 +44,6 @@ def test_rouge_l_known_values():
     assert rouge_l(["cats running"], ["cat run"]) == pytest.approx(1.0)  # stemmed
     assert rouge_l(["the cat on a mat", "red boots"], ["the cat sat on the mat", "red boots"]) == \
         pytest.approx((8 / 11 + 1) / 2)
-
-
-def _appearance(fixtures_dir: Path, character: str) -> str:
-    for line in (fixtures_dir / "metadata.jsonl").read_text(encoding="utf-8").splitlines():
-        record = json.loads(line)
-        if record["character"] == character:
-            return record["appearance"]
-    raise AssertionError(f"{character} not in the fixture")
-
-
-def test_keywords_of_the_real_frieren_record(fixtures_dir):
-    keywords = extract_keywords(_appearance(fixtures_dir, "Frieren"))
-    assert keywords[:7] == ["green eyes", "white hair", "pigtails", "pointed ears", "black shirt", "white shirt",
-                            "white jacket"]
-    for expected in ("black belt", "gold cuffs", "red jewel", "black tights", "brown boots", "gold earrings",
-                     "red staff", "blue scarf", "brown sandals"):
-        assert expected in keywords
-    assert len(keywords) == len(set(keywords))
-    # body nouns without a colour, and a noun already named with its colour, are not keywords
-    assert not {"hair", "eyes", "eyebrows", "jacket"} & set(keywords)
-
-
-def test_keywords_of_the_other_real_records(fixtures_dir):
-    chika = extract_keywords(_appearance(fixtures_dir, "Chika Fujiwara"))
-    assert chika == ["fair skin", "silver hair", "light pink", "black bow", "bangs", "blue eyes",
-                     "school uniform", "ponytail"]  # "ties her hair" is no necktie
-    assert extract_keywords(_appearance(fixtures_dir, "Angewomon (Re:Digitize)")) == []
-
-
-@pytest.mark.parametrize("text, expected", [
-    ("A silver-haired girl with Light Blue eyes, twintails and a school uniform; she wears glasses and cat ears.",
-     ["silver hair", "light blue eyes", "twin tails", "school uniform", "glasses", "cat ears"]),
-    ("Reddish-brown hair, blue and green eyes, pale skin, dark-skinned arms, light armor.",
-     ["reddish brown hair", "blue eyes", "green eyes", "pale skin", "dark skin", "armor"]),
-    ("Her hair is gray, golden eyes, a cream-colored dress, thigh-high socks, short hair, blonde ponytail.",
-     ["grey", "gold eyes", "cream dress", "thigh highs", "blonde ponytail"]),
-    ("A red, white, and blue flag; red, white and blue ribbons; a long, flowing, black cloak.",
-     ["red", "white", "blue", "red ribbon", "white ribbon", "blue ribbon", "black cloak"]),
-    ("He wore a jacket. Later a green jacket, then the jacket again, and black boots.",
-     ["jacket", "green jacket", "black boots"]),
-    ("She is kind, bright and loves light novels in the dark.", []),  # modifiers alone are no colours
-    ("", []),
-])
-def test_keywords_of_synthetic_sentences(text, expected):
-    assert extract_keywords(text) == expected
-
-
-def test_keyword_recall_at_k():
-    reference = "She has green eyes and white hair."
-    assert keyword_recall_at_k("White hair, green eyes.", reference, k=1) == 0.5
-    assert keyword_recall_at_k("White hair, green eyes.", reference, k=2) == 1.0
-    assert keyword_recall_at_k("Green hair and white eyes.", reference, k=5) == 0.0
-    assert keyword_recall_at_k("Green eyes.", "A kind girl.", k=3) is None
-    with pytest.raises(ValueError, match="k must be"):
-        keyword_recall_at_k("a", "b", k=0)
-
-
-def test_corpus_keyword_recall_skips_references_without_keywords():
-    mean, skipped = corpus_keyword_recall_at_k(
-        ["green eyes", "red boots", "anything"], ["green eyes, white hair", "red boots", "a kind girl"], k=3)
-    assert mean == pytest.approx((0.5 + 1.0) / 2) and skipped == 1
-    assert corpus_keyword_recall_at_k(["x"], ["a kind girl"], k=3) == (None, 1)
 
 
 @pytest.fixture(scope="module")

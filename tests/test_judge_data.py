@@ -14,6 +14,7 @@ from transformers.generation.utils import GenerateDecoderOnlyOutput
 from animatch.config import JudgeTrainConfig
 from animatch.data.images import load_image
 from animatch.data.schema import load_split
+from animatch.errors import UserError
 from animatch.judge import prompts
 from animatch.judge.data import (
     anonymise,
@@ -147,6 +148,22 @@ def test_reference_plan_takes_positive_sentences_out_of_the_context(processor, s
     assert list(reversed([epoch_plan[n] for n in reversed(range(len(plan)))])) == plan  # any order
 
 
+def test_a_fraction_of_description_examples_draws_them_per_character(processor, synth_records):
+    def descriptions(share):
+        cfg = _cfg(description_examples=share, personality_negatives=0.0)
+        kinds = [(s["kind"], s["record"]) for s in plan_epoch(synth_records, cfg, processor.tokenizer, seed=3, epoch=0)]
+        return [i for kind, i in kinds if kind == "description"], sum(kind != "description" for kind, _ in kinds)
+
+    n = len(synth_records)
+    half, judged = descriptions(0.5)
+    assert 0 < len(half) < n and len(set(half)) == len(half)  # some characters, each at most once
+    assert judged == descriptions(1)[1]  # the stage-2 examples are all there
+    assert descriptions(0.5) == (half, judged)  # drawn from (seed, epoch)
+    assert len(descriptions(1.5)[0]) > n and len(descriptions(0)[0]) == 0
+    with pytest.raises(UserError, match="--description-examples must be above 0"):
+        _cfg(describe_steps=10, description_examples=0).check()
+
+
 def test_keyword_descriptions(processor):
     record = {"character": "Rin Aoba", "appearance": "Rin Aoba has long chocolate-brown hair. She is 150 cm tall. "
                                                      "Rin wears a red kimono and round glasses."}
@@ -156,6 +173,11 @@ def test_keyword_descriptions(processor):
     assert description_target(record, processor.tokenizer, first, "keywords") == "brown hair"  # within the budget
     plain = {"character": "Rin", "appearance": "Rin is kind."}
     assert description_target(plain, processor.tokenizer, 64, "keywords") == "The character is kind."
+    # the description order (hair, eyes, clothes, the rest) and basic colours, however the text put them
+    shuffled = {"character": "Rin", "appearance": "Rin wears a crimson kimono and round glasses. She has azure eyes "
+                                                  "and long chocolate-brown hair."}
+    assert description_target(shuffled, processor.tokenizer, 64, "keywords") == \
+        "brown hair, blue eyes, red kimono, glasses"
 
 
 def test_own_description_plan_uses_the_model_descriptions(processor, synth_records):

@@ -78,8 +78,9 @@ def test_judge_measures_on_known_outputs():
              {"group": 0, "record": 0, "text_of": 1, "label": False},
              {"group": 0, "record": 1, "text_of": 1, "label": True},
              {"group": 0, "record": 1, "text_of": 0, "label": False}]
-    outputs = [{"score": 9, "status": "ok"}, {"score": 7, "status": "ok"}, {"score": None, "status": "unparsed"},
-               {"score": 2, "status": "ok"}]
+    outputs = [{"score": 9, "status": "ok", "keyword_overlap": 2}, {"score": 7, "status": "ok", "keyword_overlap": 1},
+               {"score": None, "status": "unparsed", "keyword_overlap": 1},
+               {"score": 2, "status": "ok", "keyword_overlap": None}]
     per_record = {0: {"description": REF, "reference": REF, "recall": 1.0, "rouge_l": 1.0, "cosine": 0.9},
                   1: {"description": REF, "reference": OTHER, "recall": 0.0, "rouge_l": 0.25, "cosine": 0.3}}
     f = judge_measures(pairs, outputs, per_record, {0: 0.2, 1: 0.1}, threshold=6)
@@ -90,6 +91,8 @@ def test_judge_measures_on_known_outputs():
     assert f["keyword_recall"] == 0.5 and f["blind_guess_recall"] == pytest.approx(0.15)
     assert f["rouge_l"] == 0.625 and f["semantic_cosine"] == pytest.approx(0.6)
     assert 0 < f["bleu"] < 100 and f["descriptions"] == 2
+    assert f["overlap_auc"] == 0.75  # positives 2 and 1 against the negative's 1 (a tie counts half)
+
 
 
 def test_judge_eval_end_to_end_with_a_baseline(llava_tiny_dir, synth_root, prepared_dir, tmp_path, capsys):
@@ -105,7 +108,7 @@ def test_judge_eval_end_to_end_with_a_baseline(llava_tiny_dir, synth_root, prepa
         assert overall["pairs"] == 16 and overall["positives"] == 8 and len(result[role]["groups"]) == 2
         assert 0 <= overall["accuracy"] <= 1 and 0 <= overall["unparsed_rate"] <= 1
         assert overall["descriptions"] == 8 and -1 <= overall["semantic_cosine"] <= 1
-        assert overall["blind_guess_recall"] is not None
+        assert overall["blind_guess_recall"] is not None and "overlap_auc" in overall
         rows = [json.loads(line) for line in (out / f"pairs_{role}.jsonl").read_text().splitlines()]
         assert len(rows) == 16 and sum(r["label"] for r in rows) == 8
     report = (out / "judge_eval.md").read_text()

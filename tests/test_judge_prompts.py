@@ -22,6 +22,15 @@ def test_conversations_have_the_documented_turns():
     assert answered[-1] == {"role": "assistant", "content": [{"type": "text", "text": "Score: 7\nAnalysis: ok"}]}
 
 
+def test_the_question_lists_the_texts_keywords_as_a_description_names_them():
+    question = prompts.relevance_question("Rin wears a crimson kimono. She has long azure hair.")
+    assert '"Rin wears a crimson kimono. She has long azure hair."' in question
+    assert "Its keywords: blue hair, red kimono." in question  # description order, basic colours
+    assert "Its keywords: none." in prompts.relevance_question("Rin is kind.")
+    assert prompts.relevance_conversation(DESCRIPTION, TEXT)[2]["content"][0]["text"] == \
+        prompts.relevance_question(TEXT)
+
+
 @pytest.mark.parametrize("score", [1, 6, 10])
 def test_the_target_answer_format_round_trips_the_parser(score):
     answer = prompts.format_relevance_answer(score, "  The pink hair and the uniform match.\n")

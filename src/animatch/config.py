@@ -571,10 +571,11 @@ class JudgeTrainConfig(TrainingLoopOptions, CandidateTextOptions, OutputOptions)
                                               "slower)")
     description_tokens: int = opt(192, "stage-1 target: appearance chunks joined up to this many tokens",
                                   bounds=AT_LEAST_1)
-    description_examples: int = opt(1, "description (stage-1) examples per character per epoch",
+    description_examples: float = opt(1.0, "description (stage-1) examples per character per epoch (a fraction: "
+                                           "one with that probability)",
                                     bounds=NOT_NEGATIVE)
     description_style: str = opt("text", "stage-1 target: text (the appearance chunks) or keywords (the appearance "
-                                         "keywords of evaluate.text.extract_keywords, comma-separated)",
+                                         "keywords of evaluate.keywords.canonical_keywords, comma-separated)",
                                  choices=("text", "keywords"))
     describe_steps: int = opt(0, "optimizer steps on description examples only before the stage-2 examples join",
                               bounds=NOT_NEGATIVE)
@@ -612,6 +613,8 @@ class JudgeTrainConfig(TrainingLoopOptions, CandidateTextOptions, OutputOptions)
             raise UserError("--negative-score must be below --positive-score")
         if self.merge and self.method == "full":
             raise UserError("--merge applies to --method lora or qlora (full already writes a whole checkpoint)")
+        if self.describe_steps and not self.description_examples:
+            raise UserError("--describe-steps trains on description examples: --description-examples must be above 0")
         try:
             re.compile(self.lora_target_modules)
         except re.error as e:

@@ -2,11 +2,11 @@
 
 synth -> prepare -> clip-tiny untrained eval -> train (recipes/clip-tiny-scratch.yaml, shortened) -> eval
 (before/after table) -> match a folder of held-out images, each named after its character, against their
-descriptions (the heatmap of the README: right answers on the diagonal) -> index + two searches -> llava-tiny
-on the trained vision tower: judge-train briefly, one judge result, judge-eval -> `REPORT.md` linking every
-artefact. Every step calls the same job function as its CLI subcommand (through `animatch.cli.main`), so the
-demo is also an end-to-end check of the commands users run. `--quick` shrinks data and steps for the CI smoke
-test (within 90 s here).
+descriptions (the heatmap of the README: right answers on the diagonal) -> index + two searches -> the judge
+recipe's preset (recipes/judge-tiny-scratch.yaml) on the trained vision tower: judge-train briefly, one judge
+result, judge-eval -> `REPORT.md` linking every artefact. Every step calls the same job function as its CLI
+subcommand (through `animatch.cli.main`), so the demo is also an end-to-end check of the commands users run.
+`--quick` shrinks data and steps for the CI smoke test (within 90 s here).
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import re
 import shutil
 import time
 from pathlib import Path
+
+import yaml
 
 from animatch.config import DemoConfig
 from animatch.errors import UserError
@@ -86,7 +88,7 @@ def run_demo(cfg: DemoConfig) -> int:
         raise UserError(f"the demo's judge trains with {JUDGE_RECIPE.name} from the project's recipes/ folder, not "
                         f"found at {JUDGE_RECIPE.parent}: run it from a source checkout (`make demo`)")
     root, prep, clip0, run = out / "data", out / "prepared", out / "clip-tiny", out / "clip-run"
-    llava0, judge_run = out / "llava-tiny", out / "judge-run"
+    llava0, judge_run = out / "judge0", out / "judge-run"
     step = Steps()
     started = time.perf_counter()
 
@@ -114,14 +116,14 @@ def run_demo(cfg: DemoConfig) -> int:
     for i, query in enumerate(_queries(prep)):
         step(f"4{'bc'[i]}. search", "search", out / "index", query, "--k", 5)
 
-    # The judge recipe, shortened to the demo's budget: half of the steps describe, then the model
-    # describes some training characters itself and learns to score texts against those descriptions.
+    # The judge recipe, shortened to the demo's budget, with the recipe's share of describe-only steps.
     preset = JUDGE_RECIPE.read_text().splitlines()[0].removeprefix("# preset:").strip()
+    recipe = yaml.safe_load(JUDGE_RECIPE.read_text())
     step("5a. the judge on the trained vision tower", "init-model", preset, "--out", llava0,
          "--vision-tower", run / "best", "--seed", cfg.seed)
     step("5b. judge-train", "judge-train", "--config", JUDGE_RECIPE, "--data", root, "--split-dir", prep,
-         "--model", llava0, "--out", judge_run, "--max-steps", judge_steps, "--describe-steps", judge_steps // 2,
-         "--own-descriptions", judge_steps * 4, "--seed", cfg.seed)
+         "--model", llava0, "--out", judge_run, "--max-steps", judge_steps,
+         "--describe-steps", judge_steps * recipe["describe_steps"] // recipe["max_steps"], "--seed", cfg.seed)
     example = json.loads((prep / "test.jsonl").read_text().splitlines()[0])
     short = ("--max-description-tokens", 48, "--max-analysis-tokens", 24)
     step("5c. judge one pair", "judge", "--model", judge_run / "model", "--image", root / example["file_name"],

@@ -2,10 +2,14 @@
 
 Any dataset is read the same way: appearance texts and their sentences, never a generator's attributes or
 wording. Per epoch (`plan_epoch`, seeded by (seed, epoch), so any number of workers sees the same set):
-- `description_examples` stage-1 examples per character: image -> `description_target`, the appearance with
+- `description_examples` stage-1 examples per character (a fraction: one with that probability; fewer leaves
+  more of each step to stage 2): image -> `description_target`, the appearance with
   the character's name replaced by "the character" (a name is not visible, and left in it lets teacher forcing
   recall a training character's looks from its name instead of from the image), as text chunks or, with
-  `description_style: keywords`, as its appearance keywords (`evaluate.text.extract_keywords`);
+  `description_style: keywords`, as its appearance keywords in description order, shades as basic colours
+  (`evaluate.keywords.canonical_keywords`: "blue hair, gold eyes, fair skin, black kimono, glasses"): a fixed
+  order makes each place in the answer one question about the image, and a basic colour is what an image shows
+  (which of "azure" or "cobalt" a text chose, it cannot);
 - one stage-2 positive and `negatives_per_positive` negatives in the TWO-stage format: the stage-1 turn answered
   with a description of this character, then the relevance question about a candidate text, answered
   `Score: N\\nAnalysis: ...` (`relevance_answer`). The context is the model's own description (`own`, written
@@ -29,7 +33,7 @@ from collections import Counter, defaultdict
 from typing import Any
 
 from animatch.config import JudgeTrainConfig
-from animatch.evaluate.text import extract_keywords
+from animatch.evaluate.keywords import canonical_keywords, extract_keywords
 from animatch.judge import prompts
 
 PERSONALITY_SCORE = 1
@@ -63,10 +67,10 @@ def join_within(tokenizer: Any, pieces: list[str], budget: int) -> str:
 
 def description_target(record: dict, tokenizer: Any, budget: int, style: str = "text") -> str:
     """The stage-1 answer of a record, name anonymised, within `budget` tokens: its appearance chunks joined
-    (style "text"), or the appearance keywords of `extract_keywords` joined by commas (style "keywords"; the
+    (style "text"), or the appearance keywords of `canonical_keywords` joined by commas (style "keywords"; the
     text when it has none)."""
     if style == "keywords":
-        keywords = extract_keywords(anonymise(record["appearance"], record["character"]))
+        keywords = canonical_keywords(extract_keywords(anonymise(record["appearance"], record["character"])))
         if keywords:
             return join_within(tokenizer, [k + "," for k in keywords], budget).rstrip(",")
     text = join_within(tokenizer, record.get("appearance_chunks") or [record["appearance"]], budget)
@@ -213,7 +217,9 @@ def plan_epoch(records: list[dict], cfg: JudgeTrainConfig, tokenizer: Any, seed:
     for i, record in enumerate(records):
         if own is not None and i not in judged:  # the stage-2 epochs keep describing the same characters
             continue
-        slots += [{"record": i, "kind": "description"} for _ in range(cfg.description_examples)]
+        whole, part = divmod(cfg.description_examples, 1)
+        slots += [{"record": i, "kind": "description"}
+                  for _ in range(int(whole) + (part > 0 and rng.random() < part))]
         if i not in judged:
             continue
         if not planner.split_positives or len(planner.sentences[i]) >= 2:

@@ -10,9 +10,11 @@ and overall (pooled over all pairs). Measures, each from `Judge.analyze_batch` r
    ROC-AUC of the sampled score and of the expected score (`judge.scores`, the model's confidence) over
    the pairs that have one (`evaluate.classification`), unparsed rate, and the verdict's reliability: the
    model's probability of a match against how often such pairs truly match (calibration error, plot);
-2. keyword Recall@K of the stage-1 description against the reference appearance (`evaluate.text`), next to
+2. keyword Recall@K of the stage-1 description against the reference appearance (`evaluate.keywords`), next to
    the blind-guess baseline: another character's reference appearance in place of the description, averaged
-   over the other characters of the group (at most BLIND_SAMPLE of them);
+   over the other characters of the group (at most BLIND_SAMPLE of them); and the overlap AUC, the ROC-AUC of
+   `keyword_overlap` (the candidate's keywords the description names) over the pairs: what stage 1's
+   descriptions allow a comparison that learns nothing, beside what stage 2 makes of them;
 3. BLEU-4 (corpus) and ROUGE-L F1 (mean) of the descriptions against the references;
 4. mean semantic cosine of description and reference (sentence-transformers).
 Description measures take one description per image (its positive pair's). Writes judge_eval.json,
@@ -42,7 +44,8 @@ from animatch.data.safepath import paths_inside
 from animatch.data.schema import load_split
 from animatch.errors import UserError
 from animatch.evaluate.classification import roc_auc, threshold_accuracy
-from animatch.evaluate.text import bleu, keyword_recall_at_k, rouge_l_scores, semantic_cosine
+from animatch.evaluate.keywords import keyword_overlap, keyword_recall_at_k
+from animatch.evaluate.text import bleu, rouge_l_scores, semantic_cosine
 from animatch.judge.batching import analyze_in_batches
 from animatch.judge.data import join_within, split_sentences
 from animatch.judge.judge import Judge
@@ -116,6 +119,7 @@ def judge_measures(pairs: list[dict], outputs: list[dict], per_record: dict[int,
     rows = [per_record[i] for i in described]
     recalls = [r["recall"] for r in rows if r["recall"] is not None]
     blinds = [blind[i] for i in described if i in blind and per_record[i]["recall"] is not None]
+    overlaps = [(o["keyword_overlap"], y) for o, y in zip(outputs, labels) if o.get("keyword_overlap") is not None]
     return {
         "pairs": len(pairs), "positives": sum(labels),
         "accuracy": threshold_accuracy(scores, labels, threshold),
@@ -128,6 +132,7 @@ def judge_measures(pairs: list[dict], outputs: list[dict], per_record: dict[int,
         "mean_expected_positive": _mean([s for s, y in expected if y]),
         "mean_expected_negative": _mean([s for s, y in expected if not y]),
         "calibration_error": calibration_error(confidence),
+        "overlap_auc": roc_auc([s for s, _ in overlaps], [y for _, y in overlaps]) if overlaps else None,
         "descriptions": len(rows), "keyword_recall": _mean(recalls), "blind_guess_recall": _mean(blinds),
         "bleu": bleu([r["description"] for r in rows], [r["reference"] for r in rows]) if rows else None,
         "rouge_l": _mean([r["rouge_l"] for r in rows]),
@@ -158,6 +163,9 @@ def evaluate(judge: Judge, role: str, pairs: list[dict], records: list[dict], te
     """(overall and per-group measures, per-pair rows) of one judge."""
     start = time.perf_counter()
     outputs = judge_pairs(judge, pairs, records, texts, Path(cfg.data), cfg.batch_size, f"judge-eval {role}")
+    for p, o in zip(pairs, outputs):
+        o["keyword_overlap"] = None if o["description"] is None else keyword_overlap(o["description"],
+                                                                                     texts[p["text_of"]])
     per_record = {p["record"]: {"description": o["description"], "reference": records[p["record"]]["appearance"]}
                   for p, o in zip(pairs, outputs) if p["label"] and o["description"] is not None}
     hyps = [r["description"] for r in per_record.values()]
@@ -177,7 +185,7 @@ def evaluate(judge: Judge, role: str, pairs: list[dict], records: list[dict], te
     rows = [{"group": p["group"], "id": records[p["record"]].get("id"), "character": records[p["record"]]["character"],
              "text_of": records[p["text_of"]]["character"], "label": p["label"], "text": texts[p["text_of"]],
              **{k: o.get(k) for k in ("score", "score_expected", "match_probability", "match", "status", "error",
-                                      "description", "analysis", "raw")}}
+                                      "keyword_overlap", "description", "analysis", "raw")}}
             for p, o in zip(pairs, outputs)]
     return result, rows
 
@@ -229,7 +237,7 @@ def _plot(rows_by_role: dict[str, list[dict]], out: Path) -> None:
 
 
 SUMMARY = [("accuracy", "accuracy"), ("roc_auc", "ROC-AUC"), ("roc_auc_expected", "ROC-AUC expected"),
-           ("unparsed_rate", "unparsed"),
+           ("unparsed_rate", "unparsed"), ("overlap_auc", "overlap AUC"),
            ("keyword_recall", "Recall@K"), ("blind_guess_recall", "blind guess"), ("bleu", "BLEU-4"),
            ("rouge_l", "ROUGE-L"), ("semantic_cosine", "cosine"), ("mean_score_positive", "mean score +"),
            ("mean_score_negative", "mean score -"), ("mean_expected_positive", "mean expected +"),
@@ -247,7 +255,10 @@ def report(cfg: JudgeEvalConfig, results: dict, n_characters: int) -> str:
               "Unparsed or failed pairs count as wrong verdicts; ROC-AUC is over the pairs with a score (sampled, "
               "or expected: the mean score under the model's probabilities of the score tokens). ECE: the "
               "calibration error of the model's probability of a match. The blind guess is another character's "
-              "reference appearance in place of the description.", ""]
+              "reference appearance in place of the description. Overlap AUC: the ROC-AUC of counting the "
+              "candidate's keywords that the judge's own description names (basic colours), a comparison that "
+              "learns nothing: where the judge's ROC-AUC is below it, stage 2 limits the judge; where both are "
+              "low, stage 1 does.", ""]
     for role, m in results.items():
         if m["groups"]:
             groups = [{"group": g, **{head.get(k, name): f[k] for k, name in SUMMARY[:6]}}

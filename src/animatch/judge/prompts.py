@@ -1,8 +1,9 @@
 """The judge's prompts and answer formats: the one source for inference and LLaVA fine-tuning.
 
-Stage 1 asks for a detailed description of the character in the image. Stage 2 is the second turn of the
-same conversation (image, stage-1 prompt and description already in context) and asks how well a text
-describes the character, answered as `Score: <1-10>` on the first line and `Analysis: ...` after it
+Stage 1 asks for a description of the character in the image. Stage 2 is the second turn of the same
+conversation (image, stage-1 prompt and description already in context) and asks how well a text describes the
+character; the question gives the text and, beside it, the text's appearance keywords in the form of a keyword
+description (`relevance_question`). It is answered as `Score: <1-10>` on the first line and `Analysis: ...` after it
 (`format_relevance_answer`). Conversations are lists of chat messages rendered by the processor's chat
 template, so the model sees exactly the tokens it was (or will be) fine-tuned on. At inference, stage 2
 continues stage 1's token ids: description ids + the ids of `relevance_tail` (everything the template puts
@@ -14,17 +15,12 @@ from __future__ import annotations
 
 from typing import Any
 
-DESCRIBE_PROMPT = (
-    "Describe the anime character in this image in detail: hair (colour, length, style), eyes, face, "
-    "outfit and its colours, accessories, and pose or expression."
-)
-RELEVANCE_PROMPT = (
-    'Here is a text describing an anime character:\n"{text}"\n'
-    "How well does this text describe the character in the image? Compare it with the image and your "
-    "description. Answer with the score on the first line, then your reasoning, exactly in this format:\n"
-    "Score: <1-10> (10: the text describes this character exactly, 1: it describes someone else)\n"
-    "Analysis: <reasoning>"
-)
+from animatch.evaluate.keywords import canonical_keywords, extract_keywords
+
+# Short on purpose: every instruction token is paid at each step of a CPU-sized judge, and a small language model
+# learns the comparison only while the two texts sit close together (docs/JUDGE.md).
+DESCRIBE_PROMPT = "Describe the character."
+RELEVANCE_PROMPT = 'Text: "{text}"\nIts keywords: {keywords}.\nAnswer "Score: <1-10>", then "Analysis: <reasoning>".'
 
 Conversation = list[dict[str, Any]]
 
@@ -41,10 +37,17 @@ def description_conversation(description: str | None = None) -> Conversation:
 def relevance_conversation(description: str, text: str, answer: str | None = None) -> Conversation:
     """Stage 2: stage 1 with its description, the relevance question, and the answer when given (training)."""
     turns = description_conversation(description)
-    turns.append({"role": "user", "content": [{"type": "text", "text": RELEVANCE_PROMPT.format(text=text)}]})
+    turns.append({"role": "user", "content": [{"type": "text", "text": relevance_question(text)}]})
     if answer is not None:
         turns.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
     return turns
+
+
+def relevance_question(text: str) -> str:
+    """The stage-2 question about `text`: the text, then its appearance keywords written as stage 1 writes a
+    keyword description (`evaluate.keywords.canonical_keywords`), so the judge compares like with like."""
+    keywords = canonical_keywords(extract_keywords(text))
+    return RELEVANCE_PROMPT.format(text=text, keywords=", ".join(keywords) or "none")
 
 
 def format_relevance_answer(score: int, analysis: str) -> str:
