@@ -17,6 +17,9 @@ character looks like; its vocabularies are the module-level data below and its r
 - nouns are canonicalised (longest match, plural / singular, spelling aliases: "twintails" -> "twin tails",
   "jewels" -> "jewel", "golden" -> "gold", "gray" -> "grey");
 - keywords are returned lowercased, deduplicated, in order of first appearance.
+`canonical_keywords` writes them as a keyword description names them (KEYWORD_ORDER, BASIC_COLOURS): the judge's
+stage-1 targets and its stage-2 question (`judge.data`, `judge.prompts`); `keyword_overlap` compares a
+description with a text that way (judge-eval's overlap AUC).
 """
 
 from __future__ import annotations
