@@ -117,8 +117,9 @@ def run_demo(cfg: DemoConfig) -> int:
         step(f"4{'bc'[i]}. search", "search", out / "index", query, "--k", 5)
 
     # The judge recipe, shortened to the demo's budget, with the recipe's share of describe-only steps.
-    preset = JUDGE_RECIPE.read_text().splitlines()[0].removeprefix("# preset:").strip()
-    recipe = yaml.safe_load(JUDGE_RECIPE.read_text())
+    recipe_text = JUDGE_RECIPE.read_text()
+    preset = recipe_text.splitlines()[0].removeprefix("# preset:").strip()
+    recipe = yaml.safe_load(recipe_text)
     step("5a. the judge on the trained vision tower", "init-model", preset, "--out", llava0,
          "--vision-tower", run / "best", "--seed", cfg.seed)
     step("5b. judge-train", "judge-train", "--config", JUDGE_RECIPE, "--data", root, "--split-dir", prep,

@@ -133,6 +133,10 @@ def _build_noun_table() -> dict[str, tuple[str, bool]]:
 
 NOUNS = _build_noun_table()
 _MAX_NOUN_WORDS = max(len(form.split()) for form in NOUNS)
+_NOUN_RANK: dict[str, int] = {}
+for _rank, _nouns in enumerate(KEYWORD_ORDER):
+    for _noun in _nouns:
+        _NOUN_RANK.setdefault(_noun, _rank)
 
 
 def _colour_word(word: str) -> str | None:
@@ -249,11 +253,10 @@ def canonical_keywords(keywords: Sequence[str]) -> list[str]:
 
 
 def _keyword_rank(keyword: str) -> int:
+    """The KEYWORD_ORDER group of the keyword's noun (its last words), the earliest when several match."""
     words = keyword.split()
-    for rank, nouns in enumerate(KEYWORD_ORDER):
-        if any(words[-len(noun.split()):] == noun.split() for noun in nouns):
-            return rank
-    return len(KEYWORD_ORDER)
+    ends = (" ".join(words[-n:]) for n in range(1, min(len(words), _MAX_NOUN_WORDS) + 1))
+    return min((_NOUN_RANK[end] for end in ends if end in _NOUN_RANK), default=len(KEYWORD_ORDER))
 
 
 def keyword_recall_at_k(generated: str, reference: str, k: int) -> float | None:

@@ -214,10 +214,10 @@ def plan_epoch(records: list[dict], cfg: JudgeTrainConfig, tokenizer: Any, seed:
     slots: list[dict] = []
     missing: Counter = Counter()
     judged = set(planner.members) if not describe_only else set()
+    whole, part = divmod(cfg.description_examples, 1)
     for i, record in enumerate(records):
         if own is not None and i not in judged:  # the stage-2 epochs keep describing the same characters
             continue
-        whole, part = divmod(cfg.description_examples, 1)
         slots += [{"record": i, "kind": "description"}
                   for _ in range(int(whole) + (part > 0 and rng.random() < part))]
         if i not in judged:
