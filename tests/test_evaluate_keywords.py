@@ -74,6 +74,15 @@ def test_keyword_recall_at_k():
         keyword_recall_at_k("a", "b", k=0)
 
 
+def test_keyword_recall_matches_basic_colours_in_the_generated_order():
+    reference = "He has navy hair, crimson eyes and a pastel pink scarf."
+    assert keyword_recall_at_k("blue hair, red eyes, pink scarf", reference, k=3) == 1.0
+    # the first k keywords as generated (not reordered); "azure hair" and "blue hair" are one keyword
+    assert keyword_recall_at_k("pink scarf, azure hair, blue hair, red eyes", reference, k=3) == 1.0
+    assert keyword_recall_at_k("pink scarf, azure hair, blue hair, red eyes", reference, k=2) == pytest.approx(2 / 3)
+    assert keyword_recall_at_k("green hair, red eyes", reference, k=5) == pytest.approx(1 / 3)
+
+
 def test_corpus_keyword_recall_skips_references_without_keywords():
     mean, skipped = corpus_keyword_recall_at_k(
         ["green eyes", "red boots", "anything"], ["green eyes, white hair", "red boots", "a kind girl"], k=3)

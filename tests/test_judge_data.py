@@ -15,9 +15,11 @@ from animatch.config import JudgeTrainConfig
 from animatch.data.images import load_image
 from animatch.data.schema import load_split
 from animatch.errors import UserError
+from animatch.evaluate.keywords import keyword_group
 from animatch.judge import prompts
 from animatch.judge.data import (
     anonymise,
+    description_keywords,
     description_target,
     join_within,
     plan_epoch,
@@ -178,6 +180,38 @@ def test_keyword_descriptions(processor):
                                                   "and long chocolate-brown hair."}
     assert description_target(shuffled, processor.tokenizer, 64, "keywords") == \
         "brown hair, blue eyes, red kimono, glasses"
+
+
+@pytest.mark.parametrize("which", ["synth", "real"])
+def test_context_noise_errs_like_a_describer(processor, synth_records, real_records, which):
+    """Keyword contexts lose or swap keywords at the rate asked, a swap within the keyword's group and taken from
+    another character; descriptions (stage-1 targets) and candidates stay as they are."""
+    records = synth_records if which == "synth" else real_records
+    base = dict(description_style="keywords", description_tokens=512, personality_negatives=0.0)
+
+    def plan(noise):
+        return list(plan_epoch(records, _cfg(context_noise=noise, **base), processor.tokenizer, seed=5, epoch=0))
+
+    clean, noisy = plan(0.0), plan(0.4)
+    kept = total = 0
+    for gold, spec in zip(clean, noisy):
+        assert (gold["kind"], gold["record"], gold["text"], gold["answer"]) == \
+            (spec["kind"], spec["record"], spec["text"], spec["answer"])
+        if spec["kind"] == "description":
+            assert spec["answer"] == description_target(records[spec["record"]], processor.tokenizer, 512,
+                                                        "keywords")
+            continue
+        truth, written = gold["description"].split(", "), spec["description"].split(", ")
+        total += len(truth)
+        kept += sum(k in truth for k in written)
+        for swap in (k for k in written if k not in truth):
+            assert swap in {k for r in records for k in description_keywords(r)}
+            assert keyword_group(swap) in {keyword_group(k) for k in truth}
+    assert 0.5 < kept / total < 0.7 if which == "synth" else kept < total
+    assert plan(0.4) == noisy  # drawn from the example's seed
+    assert all(g["description"] == n["description"] for g, n in zip(clean, plan(0.0)))
+    with pytest.raises(UserError, match="--context-noise"):
+        _cfg(context_noise=0.2).check()  # text descriptions: nothing to err
 
 
 def test_own_description_plan_uses_the_model_descriptions(processor, synth_records):

@@ -583,6 +583,9 @@ class JudgeTrainConfig(TrainingLoopOptions, CandidateTextOptions, OutputOptions)
                                            "the appearance text) or own (the model's own greedy description, "
                                            "written after --describe-steps, as at inference)",
                               choices=("reference", "own"))
+    context_noise: float = opt(0.0, "stage2-context reference with keyword descriptions: probability that a "
+                                    "context keyword is left out or (half the time) swapped for another "
+                                    "character's, as a describer errs", bounds=PROBABILITY)
     score_loss_weight: float = opt(1.0, "weight in the loss of a stage-2 answer's score digits (every other "
                                         "answer token weighs 1): the score is the decision, one token of many",
                                    bounds=POSITIVE)
@@ -613,6 +616,9 @@ class JudgeTrainConfig(TrainingLoopOptions, CandidateTextOptions, OutputOptions)
             raise UserError("--negative-score must be below --positive-score")
         if self.merge and self.method == "full":
             raise UserError("--merge applies to --method lora or qlora (full already writes a whole checkpoint)")
+        if self.context_noise and (self.description_style != "keywords" or self.stage2_context != "reference"):
+            raise UserError("--context-noise errs the keyword descriptions of --stage2-context reference: it needs "
+                            "--description-style keywords")
         if self.describe_steps and not self.description_examples:
             raise UserError("--describe-steps trains on description examples: --description-examples must be above 0")
         try:

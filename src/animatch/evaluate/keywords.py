@@ -19,7 +19,8 @@ character looks like; its vocabularies are the module-level data below and its r
 - keywords are returned lowercased, deduplicated, in order of first appearance.
 `canonical_keywords` writes them as a keyword description names them (KEYWORD_ORDER, BASIC_COLOURS): the judge's
 stage-1 targets and its stage-2 question (`judge.data`, `judge.prompts`); `keyword_overlap` compares a
-description with a text that way (judge-eval's overlap AUC).
+description with a text that way (judge-eval's overlap AUC), and keyword Recall@K matches keywords as
+`canonical_keyword`s (basic colours).
 """
 
 from __future__ import annotations
@@ -243,31 +244,35 @@ def canonical_keywords(keywords: Sequence[str]) -> list[str]:
     ("azure hair" -> "blue hair", "pastel pink eyes" -> "pink eyes"; skin tones stay), duplicates dropped,
     ordered by KEYWORD_ORDER (hair, eyes, skin, clothes, features and accessories, carried items, bare
     colours), first appearance within a group."""
-    canonical: dict[str, None] = {}
-    for keyword in keywords:
-        words = keyword.split()
-        kept = [BASIC_COLOURS.get(w, w) for n, w in enumerate(words)
-                if not (w in COLOUR_MODIFIERS and n + 1 < len(words) and words[n + 1] in COLOURS)]
-        canonical[" ".join(kept)] = None
-    return sorted(canonical, key=_keyword_rank)
+    return sorted(dict.fromkeys(map(canonical_keyword, keywords)), key=keyword_group)
 
 
-def _keyword_rank(keyword: str) -> int:
-    """The KEYWORD_ORDER group of the keyword's noun (its last words), the earliest when several match."""
+def canonical_keyword(keyword: str) -> str:
+    """One keyword with each shade as its basic colour and no modifier before a colour ("pastel pink eyes" ->
+    "pink eyes")."""
+    words = keyword.split()
+    return " ".join(BASIC_COLOURS.get(w, w) for n, w in enumerate(words)
+                    if not (w in COLOUR_MODIFIERS and n + 1 < len(words) and words[n + 1] in COLOURS))
+
+
+def keyword_group(keyword: str) -> int:
+    """The index in KEYWORD_ORDER of the keyword's noun group (by its last words; the earliest when several
+    match; len(KEYWORD_ORDER) for a bare colour or an unknown noun)."""
     words = keyword.split()
     ends = (" ".join(words[-n:]) for n in range(1, min(len(words), _MAX_NOUN_WORDS) + 1))
     return min((_NOUN_RANK[end] for end in ends if end in _NOUN_RANK), default=len(KEYWORD_ORDER))
 
 
 def keyword_recall_at_k(generated: str, reference: str, k: int) -> float | None:
-    """Fraction of the reference's keywords that are among the first `k` keywords of the generated text
-    (exact keyword match). None when the reference has no keyword: callers skip such pairs."""
+    """Fraction of the reference's keywords that are among the first `k` keywords of the generated text, both
+    as `canonical_keyword`s (a description that says "blue hair" names the reference's "navy hair": which shade
+    a text chose, an image cannot show). None when the reference has no keyword: callers skip such pairs."""
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    wanted = extract_keywords(reference)
+    wanted = list(dict.fromkeys(map(canonical_keyword, extract_keywords(reference))))
     if not wanted:
         return None
-    found = set(extract_keywords(generated)[:k])
+    found = set(list(dict.fromkeys(map(canonical_keyword, extract_keywords(generated))))[:k])
     return sum(w in found for w in wanted) / len(wanted)
 
 

@@ -13,10 +13,11 @@ wording. Per epoch (`plan_epoch`, seeded by (seed, epoch), so any number of work
 - one stage-2 positive and `negatives_per_positive` negatives in the TWO-stage format: the stage-1 turn answered
   with a description of this character, then the relevance question about a candidate text, answered
   `Score: N\\nAnalysis: ...` (`relevance_answer`). The context is the model's own description (`own`, written
-  by `judge.train` after `describe_steps`, as at inference) or one made from the appearance. A text context
-  could copy the positive's candidate word for word, so then the candidate is 1-3 of the character's sentences
-  left out of the context (a negative's context loses as many, so length tells nothing); otherwise the
-  candidate is the character's sentences from one in the first half on. A negative's candidate is another
+  by `judge.train` after `describe_steps`, as at inference) or one made from the appearance (a keyword one with
+  a describer's errors at rate `context_noise`, since stage 2 reads imperfect descriptions at inference). A text
+  context could copy the positive's candidate word for word, so then the candidate is 1-3 of the character's
+  sentences left out of the context (a negative's context loses as many, so length tells nothing); otherwise
+  the candidate is the character's sentences from one in the first half on. A negative's candidate is another
   character's text made the same way, from the same title with probability `same_title_negatives`.
   Candidates keep their names and contexts have none, so names carry no signal;
 - personality texts are used only as extra negatives: with probability `personality_negatives` a stage-2
@@ -33,7 +34,7 @@ from collections import Counter, defaultdict
 from typing import Any
 
 from animatch.config import JudgeTrainConfig
-from animatch.evaluate.keywords import canonical_keywords, extract_keywords
+from animatch.evaluate.keywords import canonical_keywords, extract_keywords, keyword_group
 from animatch.judge import prompts
 
 PERSONALITY_SCORE = 1
@@ -65,12 +66,18 @@ def join_within(tokenizer: Any, pieces: list[str], budget: int) -> str:
     return tokenizer.decode(token_ids(tokenizer, pieces[0])[:budget], skip_special_tokens=True).strip()
 
 
-def description_target(record: dict, tokenizer: Any, budget: int, style: str = "text") -> str:
+def description_keywords(record: dict) -> list[str]:
+    """The record's appearance keywords as a keyword description names them (`canonical_keywords`)."""
+    return canonical_keywords(extract_keywords(anonymise(record["appearance"], record["character"])))
+
+
+def description_target(record: dict, tokenizer: Any, budget: int, style: str = "text",
+                       keywords: list[str] | None = None) -> str:
     """The stage-1 answer of a record, name anonymised, within `budget` tokens: its appearance chunks joined
-    (style "text"), or the appearance keywords of `canonical_keywords` joined by commas (style "keywords"; the
-    text when it has none)."""
+    (style "text"), or its `description_keywords` (or the `keywords` given) joined by commas (style "keywords";
+    the text when there are none)."""
     if style == "keywords":
-        keywords = canonical_keywords(extract_keywords(anonymise(record["appearance"], record["character"])))
+        keywords = description_keywords(record) if keywords is None else keywords
         if keywords:
             return join_within(tokenizer, [k + "," for k in keywords], budget).rstrip(",")
     text = join_within(tokenizer, record.get("appearance_chunks") or [record["appearance"]], budget)
@@ -134,16 +141,37 @@ class _Planner:
         taken = taken if taken is not None else self.dropped(j, rng) or list(range(len(sentences)))
         return join_within(self.tokenizer, [sentences[t] for t in taken], self.cfg.candidate_tokens)
 
-    def context(self, i: int, dropped: list[int]) -> str:
+    def context(self, i: int, dropped: list[int], rng: random.Random) -> str:
         """Record i's description for the stage-2 context: the model's own, else the description target (as
-        stage 1 is trained to write it) of its appearance without the `dropped` sentences."""
+        stage 1 is trained to write it) of its appearance without the `dropped` sentences, keywords
+        `misdescribed` with probability `context_noise`."""
         if self.own is not None:
             return self.own[i]
         record = self.records[i]
         if dropped:
             kept = [s for t, s in enumerate(self.sentences[i]) if t not in dropped]
             record = {**record, "appearance": " ".join(kept), "appearance_chunks": kept}
-        return description_target(record, self.tokenizer, self.cfg.description_tokens, self.cfg.description_style)
+        keywords = None
+        if self.cfg.context_noise:
+            keywords = self.misdescribed(description_keywords(record), rng)
+        return description_target(record, self.tokenizer, self.cfg.description_tokens, self.cfg.description_style,
+                                  keywords)
+
+    def misdescribed(self, keywords: list[str], rng: random.Random) -> list[str]:
+        """`keywords` with the errors of a describer: each, with probability `context_noise`, left out or (half
+        the time) replaced by a keyword of the same group (`keyword_group`) from another character's description
+        ("blue hair" -> "red hair"). Stage 2 then learns to judge a description that is partly wrong, as its
+        own are at inference, instead of taking one missing keyword for a mismatch."""
+        kept: list[str] = []
+        for keyword in keywords:
+            if rng.random() >= self.cfg.context_noise:
+                kept.append(keyword)
+            elif rng.random() < 0.5:
+                group = keyword_group(keyword)
+                other = description_keywords(self.records[rng.choice(self.members)])
+                swaps = [k for k in other if keyword_group(k) == group and k not in keywords and k not in kept]
+                kept += [rng.choice(swaps)] if swaps else []
+        return kept
 
     def negative_of(self, i: int, rng: random.Random) -> int | None:
         same = [j for j in self.by_title[self.records[i]["title"]] if j != i]
@@ -178,7 +206,7 @@ class _Planner:
             score = cfg.positive_score if kind == "positive" else cfg.negative_score
             answer = relevance_answer(score, self.records[i], text, kind == "positive")
         return {"record": i, "kind": kind, "other": slot.get("other", i if kind == "positive" else None),
-                "description": self.context(i, taken), "text": text, "answer": answer}
+                "description": self.context(i, taken, rng), "text": text, "answer": answer}
 
 
 class EpochPlan:
