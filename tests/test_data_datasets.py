@@ -1,11 +1,12 @@
-"""The CLIP training dataset: text sampling (windows vs chunks), determinism, eval views, error items."""
+"""The CLIP training dataset: text sampling (windows vs chunks), determinism, eval views, error items; batches
+grouped by kind."""
 
 from __future__ import annotations
 
 import pytest
 from transformers import CLIPImageProcessor
 
-from animatch.data.datasets import PairDataset
+from animatch.data.datasets import PairDataset, epoch_batches
 from animatch.data.text import chunk_windows
 
 CHUNKS = ["Ana has long red hair.", "She wears a blue kimono.", "She has green eyes."]
@@ -38,3 +39,23 @@ def test_chunk_sampling_and_evaluation_views(dataset_args):
     assert PairDataset(records, root, processor, train=False, text_sampling="chunk")[0]["text"] == CHUNKS[0]
     with pytest.raises(ValueError, match="text_sampling"):
         PairDataset(records, root, processor, train=True, text_sampling="sentence")
+
+
+def test_grouped_batches_hold_one_group_each_in_a_seeded_order():
+    groups = [i % 3 == 0 for i in range(50)]  # 17 of one group, 33 of the other
+    for world in (1, 2):
+        ranks = [epoch_batches(50, 4, world=world, rank=r, seed=3, epoch=0, groups=groups) for r in range(world)]
+        global_batches = [sum(parts, []) for parts in zip(*ranks)]
+        assert all(len({groups[i] for i in batch}) == 1 and len(batch) == 4 * world for batch in global_batches)
+        items = sum(global_batches, [])
+        assert len(items) == len(set(items))
+        assert {groups[i] for i in items} == {True, False}
+        # both groups' batches are spread over the epoch, not one group after the other
+        kinds = [groups[batch[0]] for batch in global_batches]
+        assert kinds != sorted(kinds) and kinds != sorted(kinds, reverse=True)
+    once = epoch_batches(50, 4, world=1, rank=0, seed=3, epoch=0, groups=groups)
+    assert epoch_batches(50, 4, world=1, rank=0, seed=3, epoch=0, groups=groups) == once
+    assert epoch_batches(50, 4, world=1, rank=0, seed=3, epoch=1, groups=groups) != once
+    # one group: the ungrouped batches, in another order
+    assert sorted(epoch_batches(50, 4, world=1, rank=0, seed=3, epoch=0, groups=[0] * 50)) == \
+        sorted(epoch_batches(50, 4, world=1, rank=0, seed=3, epoch=0))

@@ -1,5 +1,6 @@
 """The judge recipes in recipes/ load through the real config loader (`--config`), name their preset, and the
-tiny one trains the way docs/JUDGE.md says (stage 1 first, then stage 2 against keyword descriptions)."""
+tiny one trains the way docs/JUDGE.md says (keyword descriptions; stage 2 on exact ones, then on ones with a
+describer's errors)."""
 
 from __future__ import annotations
 
@@ -28,5 +29,5 @@ def test_recipe_loads_through_the_config_loader(recipe, tmp_path):
                                             "split_dir": str(tmp_path), "out": str(tmp_path / "run")})
     assert isinstance(cfg, JudgeTrainConfig) and cfg.out == str(tmp_path / "run")
     if preset[1] != "none":
-        assert cfg.method == "full" and 0 < cfg.describe_steps < cfg.max_steps
-        assert cfg.description_style == "keywords" and cfg.description_examples > 0
+        assert cfg.method == "full" and cfg.describe_steps < cfg.context_noise_from < cfg.max_steps
+        assert cfg.description_style == "keywords" and cfg.description_examples > 0 and cfg.context_noise > 0

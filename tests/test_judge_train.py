@@ -1,6 +1,7 @@
 """`animatch judge-train` on llava-tiny: LoRA lowers the loss and changes only LoRA + projector, the adapter
 reloads and `judge --adapter` uses it, `--merge` loads with from_pretrained, exact resume, full fine-tuning,
-user mistakes, and the shipped accelerate configs."""
+user mistakes, the shipped accelerate configs, and the training phases (describe-only, exact contexts, contexts
+with a describer's errors)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ from transformers import AutoProcessor, LlavaForConditionalGeneration
 from animatch.cli import main
 from animatch.config import JudgeTrainConfig
 from animatch.data.schema import load_split
+from animatch.errors import UserError
 from animatch.judge.examples import ExampleCollator, JudgeExampleDataset
 from animatch.judge.loading import load_judge_model
+from animatch.judge.train import training_phase
 from animatch.judge.trainable import answer_loss
 
 # Short texts and a constant learning rate: the schedule does not depend on --max-steps, so a run stopped
@@ -118,7 +121,7 @@ def test_run_files_and_exact_resume(lora_run, llava_tiny_dir, synth_root, prepar
 
 def test_full_method_trains_language_model_and_projector(llava_tiny_dir, synth_root, prepared_dir, tmp_path):
     assert train(llava_tiny_dir, synth_root, prepared_dir, tmp_path / "run", "--method", "full", "--max-steps", 2,
-                 "--lr", "1e-3", "--report-to", "none") == 0
+                 "--lr", "1e-3", "--report-to", "none", "--group-by-kind") == 0
     base = LlavaForConditionalGeneration.from_pretrained(str(llava_tiny_dir)).state_dict()
     tuned = LlavaForConditionalGeneration.from_pretrained(str(tmp_path / "run" / "model")).state_dict()
     changed = {k for k in base if not torch.equal(base[k], tuned[k])}
@@ -169,6 +172,30 @@ def test_describe_first_then_judge_on_own_descriptions(llava_tiny_dir, synth_roo
     seen = json.loads((out / "metrics.json").read_text())["examples_seen"]
     assert seen["description"] >= 4 and seen.get("positive", 0) + seen.get("negative", 0) > 0
     assert (out / "model" / "model.safetensors").is_file()
+
+
+def test_phases_describe_then_exact_contexts_then_a_describers_errors(llava_tiny_dir, synth_root, prepared_dir,
+                                                                      tmp_path):
+    cfg = JudgeTrainConfig(data="unused", split_dir="unused", out="unused", description_style="keywords",
+                           describe_steps=2, context_noise=0.3, context_noise_from=4)
+    assert [training_phase(cfg, step) for step in range(6)] == \
+        [(True, False)] * 2 + [(False, False)] * 2 + [(False, True)] * 2
+    assert training_phase(JudgeTrainConfig(data="u", split_dir="u", out="u"), 10) == (False, False)
+    with pytest.raises(UserError, match="--context-noise-from"):
+        JudgeTrainConfig(data="u", split_dir="u", out="u", context_noise_from=3).check()
+    # each phase is an epoch of its own (its own draw of examples), and a run resumed inside the last one ends
+    # where an uninterrupted one does
+    phases = ["--method", "full", "--description-style", "keywords", "--describe-steps", 2, "--context-noise", 0.3,
+              "--context-noise-from", 4, "--log-every", 1, "--report-to", "none", "--save-every", 1]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert train(llava_tiny_dir, synth_root, prepared_dir, straight, *phases, "--max-steps", 6) == 0
+    epochs = [r["epoch"] for r in map(json.loads, (straight / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+    assert epochs == [0, 0, 1, 1, 2, 2]
+    assert train(llava_tiny_dir, synth_root, prepared_dir, resumed, *phases, "--max-steps", 5) == 0
+    assert train(llava_tiny_dir, synth_root, prepared_dir, resumed, *phases, "--max-steps", 6, "--resume") == 0
+    weights = load_file(str(straight / "model" / "model.safetensors"))
+    for key, value in load_file(str(resumed / "model" / "model.safetensors")).items():
+        torch.testing.assert_close(value, weights[key], rtol=1e-5, atol=1e-6)
 
 
 def test_the_score_digits_weigh_more(llava_tiny_dir, synth_root, prepared_dir):

@@ -577,6 +577,9 @@ class JudgeTrainConfig(TrainingLoopOptions, CandidateTextOptions, OutputOptions)
     description_style: str = opt("text", "stage-1 target: text (the appearance chunks) or keywords (the appearance "
                                          "keywords of evaluate.keywords.canonical_keywords, comma-separated)",
                                  choices=("text", "keywords"))
+    group_by_kind: bool = opt(False, "batch descriptions with descriptions and stage-2 examples with stage-2 "
+                                     "examples (as LLaVA's group_by_modality_length), so the short stage-1 examples "
+                                     "are not padded to the stage-2 length")
     describe_steps: int = opt(0, "optimizer steps on description examples only before the stage-2 examples join",
                               bounds=NOT_NEGATIVE)
     stage2_context: str = opt("reference", "the description in a stage-2 example's context: reference (made from "
@@ -586,6 +589,9 @@ class JudgeTrainConfig(TrainingLoopOptions, CandidateTextOptions, OutputOptions)
     context_noise: float = opt(0.0, "stage2-context reference with keyword descriptions: probability that a "
                                     "context keyword is left out or (half the time) swapped for another "
                                     "character's, as a describer errs", bounds=PROBABILITY)
+    context_noise_from: int = opt(0, "optimizer step from which stage-2 contexts carry --context-noise (exact "
+                                     "before it: stage 2 first learns to compare, then to allow for a describer's "
+                                     "errors)", bounds=NOT_NEGATIVE)
     score_loss_weight: float = opt(1.0, "weight in the loss of a stage-2 answer's score digits (every other "
                                         "answer token weighs 1): the score is the decision, one token of many",
                                    bounds=POSITIVE)
@@ -619,6 +625,8 @@ class JudgeTrainConfig(TrainingLoopOptions, CandidateTextOptions, OutputOptions)
         if self.context_noise and (self.description_style != "keywords" or self.stage2_context != "reference"):
             raise UserError("--context-noise errs the keyword descriptions of --stage2-context reference: it needs "
                             "--description-style keywords")
+        if self.context_noise_from and not self.context_noise:
+            raise UserError("--context-noise-from starts --context-noise: set --context-noise above 0")
         if self.describe_steps and not self.description_examples:
             raise UserError("--describe-steps trains on description examples: --description-examples must be above 0")
         try:

@@ -3,10 +3,10 @@
 synth -> prepare -> clip-tiny untrained eval -> train (recipes/clip-tiny-scratch.yaml, shortened) -> eval
 (before/after table) -> match a folder of held-out images, each named after its character, against their
 descriptions (the heatmap of the README: right answers on the diagonal) -> index + two searches -> the judge
-recipe's preset (recipes/judge-tiny-scratch.yaml) on the trained vision tower: judge-train briefly, one judge
-result, judge-eval -> `REPORT.md` linking every artefact. Every step calls the same job function as its CLI
+recipe's preset (recipes/judge-tiny-scratch.yaml) on the trained vision tower: judge-train by that recipe, one
+judge result, judge-eval -> `REPORT.md` linking every artefact. Every step calls the same job function as its CLI
 subcommand (through `animatch.cli.main`), so the demo is also an end-to-end check of the commands users run.
-`--quick` shrinks data and steps for the CI smoke test (within 90 s here).
+`--quick` shrinks data and steps (the judge's too) for the CI smoke test (within 90 s here).
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ from animatch.errors import UserError
 from animatch.runs import atomic_write_text, claim_output, markdown_table
 
 # (characters, CLIP steps, CLIP batch, judge steps, judge-eval characters) per mode; sized for 2 CPU cores. The
-# full run sees each CLIP training pair about once, as its recipe wants (a small CLIP memorises names otherwise).
-SIZES = {"full": (16000, 280, 64, 600, 24), "quick": (600, 70, 48, 12, 4)}
+# full run sees each CLIP training pair about once, as its recipe wants (a small CLIP memorises names otherwise),
+# and trains the judge by its recipe as written (judge steps None): a shorter run stops before stage 2 judges.
+SIZES = {"full": (16000, 280, 64, None, 50), "quick": (600, 70, 48, 12, 4)}
 # (validation fraction, test fraction, held-out images matched) per mode: about 240 test characters in full.
 SPLITS = {"full": (0.01, 0.015, 20), "quick": (0.05, 0.1, 12)}
 CLIP_RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "clip-tiny-scratch.yaml"
@@ -116,15 +117,17 @@ def run_demo(cfg: DemoConfig) -> int:
     for i, query in enumerate(_queries(prep)):
         step(f"4{'bc'[i]}. search", "search", out / "index", query, "--k", 5)
 
-    # The judge recipe, shortened to the demo's budget, with the recipe's share of describe-only steps.
+    # The judge recipe; shortened (--quick) with its phases (describe-only, exact contexts) in proportion.
     recipe_text = JUDGE_RECIPE.read_text()
     preset = recipe_text.splitlines()[0].removeprefix("# preset:").strip()
     recipe = yaml.safe_load(recipe_text)
+    shortened = () if judge_steps is None else ("--max-steps", judge_steps, *[
+        arg for name in ("describe_steps", "context_noise_from") if recipe.get(name)
+        for arg in (f"--{name.replace('_', '-')}", judge_steps * recipe[name] // recipe["max_steps"])])
     step("5a. the judge on the trained vision tower", "init-model", preset, "--out", llava0,
          "--vision-tower", run / "best", "--seed", cfg.seed)
     step("5b. judge-train", "judge-train", "--config", JUDGE_RECIPE, "--data", root, "--split-dir", prep,
-         "--model", llava0, "--out", judge_run, "--max-steps", judge_steps,
-         "--describe-steps", judge_steps * recipe["describe_steps"] // recipe["max_steps"], "--seed", cfg.seed)
+         "--model", llava0, "--out", judge_run, *shortened, "--seed", cfg.seed)
     example = json.loads((prep / "test.jsonl").read_text().splitlines()[0])
     short = ("--max-description-tokens", 48, "--max-analysis-tokens", 24)
     step("5c. judge one pair", "judge", "--model", judge_run / "model", "--image", root / example["file_name"],
@@ -172,9 +175,9 @@ Index in [index/](index/); the demo's queries and their results are printed in t
 
 ## LLaVA judge
 
-Fine-tuning run: [judge-run/](judge-run/report.md) (recipe `recipes/judge-tiny-scratch.yaml`, shortened). "mean
-score +/-" are the mean scores the judge gave true and false descriptions of test characters it never saw; "mean
-expected" the same for the expected score (its probabilities over the scores).
+Fine-tuning run: [judge-run/](judge-run/report.md) (recipe `recipes/judge-tiny-scratch.yaml` as written; `--quick`
+shortens it). "mean score +/-" are the mean scores the judge gave true and false descriptions of test characters it
+never saw; "mean expected" the same for the expected score (its probabilities over the scores).
 
 {judge_md}
 

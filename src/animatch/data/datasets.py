@@ -147,14 +147,21 @@ class PairCollator:
         return {"input_ids": input_ids, "attention_mask": attention_mask}
 
 
-def epoch_batches(n: int, batch_size: int, *, world: int, rank: int, seed: int, epoch: int) -> list[list[int]]:
+def epoch_batches(n: int, batch_size: int, *, world: int, rank: int, seed: int, epoch: int,
+                  groups: Sequence[int] | None = None) -> list[list[int]]:
     """This process's batches of one epoch: a seeded global permutation cut into global batches of
     `world * batch_size` (the incomplete last one dropped: contrastive batches must be full), each split
-    into `world` consecutive slices."""
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
+    into `world` consecutive slices. With `groups` (a group id per item), each global batch holds one group's
+    items and the batches of all groups come in a seeded order (as LLaVA's group_by_modality_length: short
+    examples are not padded to the length of long ones); an incomplete last batch of each group is dropped."""
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    order = torch.randperm(n, generator=generator).tolist()
     global_batch = world * batch_size
-    return [order[start + rank * batch_size: start + (rank + 1) * batch_size]
-            for start in range(0, n - global_batch + 1, global_batch)]
+    runs = [order] if groups is None else [[i for i in order if groups[i] == g] for g in sorted(set(groups))]
+    starts = [(run, start) for run in runs for start in range(0, len(run) - global_batch + 1, global_batch)]
+    if groups is not None:
+        starts = [starts[k] for k in torch.randperm(len(starts), generator=generator).tolist()]
+    return [run[start + rank * batch_size: start + (rank + 1) * batch_size] for run, start in starts]
 
 
 class RunBatches:

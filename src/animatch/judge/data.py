@@ -113,8 +113,9 @@ class _Planner:
     """What the stage-2 texts of an epoch are drawn from (see the module docstring); every draw takes the rng
     of its example, so any example can be written on its own, in any order."""
 
-    def __init__(self, records: list[dict], cfg: JudgeTrainConfig, tokenizer: Any, own: dict[int, str] | None):
-        self.records, self.cfg, self.tokenizer, self.own = records, cfg, tokenizer, own
+    def __init__(self, records: list[dict], cfg: JudgeTrainConfig, tokenizer: Any, own: dict[int, str] | None,
+                 noise: float):
+        self.records, self.cfg, self.tokenizer, self.own, self.noise = records, cfg, tokenizer, own, noise
         self.members = sorted(own) if own is not None else list(range(len(records)))
         self.by_title: dict[str, list[int]] = defaultdict(list)
         for i in self.members:
@@ -144,7 +145,7 @@ class _Planner:
     def context(self, i: int, dropped: list[int], rng: random.Random) -> str:
         """Record i's description for the stage-2 context: the model's own, else the description target (as
         stage 1 is trained to write it) of its appearance without the `dropped` sentences, keywords
-        `misdescribed` with probability `context_noise`."""
+        `misdescribed` (when the plan is `noisy`)."""
         if self.own is not None:
             return self.own[i]
         record = self.records[i]
@@ -152,19 +153,19 @@ class _Planner:
             kept = [s for t, s in enumerate(self.sentences[i]) if t not in dropped]
             record = {**record, "appearance": " ".join(kept), "appearance_chunks": kept}
         keywords = None
-        if self.cfg.context_noise:
+        if self.noise:
             keywords = self.misdescribed(description_keywords(record), rng)
         return description_target(record, self.tokenizer, self.cfg.description_tokens, self.cfg.description_style,
                                   keywords)
 
     def misdescribed(self, keywords: list[str], rng: random.Random) -> list[str]:
-        """`keywords` with the errors of a describer: each, with probability `context_noise`, left out or (half
+        """`keywords` with the errors of a describer: each, with probability `noise`, left out or (half
         the time) replaced by a keyword of the same group (`keyword_group`) from another character's description
         ("blue hair" -> "red hair"). Stage 2 then learns to judge a description that is partly wrong, as its
         own are at inference, instead of taking one missing keyword for a mismatch."""
         kept: list[str] = []
         for keyword in keywords:
-            if rng.random() >= self.cfg.context_noise:
+            if rng.random() >= self.noise:
                 kept.append(keyword)
             elif rng.random() < 0.5:
                 group = keyword_group(keyword)
@@ -228,17 +229,19 @@ class EpochPlan:
 
 
 def plan_epoch(records: list[dict], cfg: JudgeTrainConfig, tokenizer: Any, seed: int, epoch: int,
-               own: dict[int, str] | None = None, describe_only: bool = False) -> EpochPlan:
+               own: dict[int, str] | None = None, describe_only: bool = False, noisy: bool = True) -> EpochPlan:
     """The epoch's examples (`EpochPlan`), drawn from (seed, epoch).
 
     `describe_only`: description examples only. `own`: the model's own descriptions of some records (index ->
-    text); then only those records make examples, and their stage-2 context is their own description.
+    text); then only those records make examples, and their stage-2 context is their own description. `noisy`:
+    reference keyword contexts carry `context_noise` (False: exact, as `judge.train` has them before
+    `context_noise_from`).
     A written example: {"record": index, "kind": description|positive|negative|personality, "other": index of
     the candidate's character or None, "description": stage-2 context or None, "text": candidate or None,
     "answer": the target answer}.
     """
     rng = random.Random(f"{seed}:{epoch}")
-    planner = _Planner(records, cfg, tokenizer, own)
+    planner = _Planner(records, cfg, tokenizer, own, cfg.context_noise if noisy else 0.0)
     slots: list[dict] = []
     missing: Counter = Counter()
     judged = set(planner.members) if not describe_only else set()

@@ -70,8 +70,8 @@ class JudgeExampleDataset(torch.utils.data.Dataset):
     """Item i of the current epoch's plan, encoded. When its image fails to load or it is longer than
     `max_length` or the tokenizer's `model_max_length` (a model with absolute positions has no more), the next
     items are tried instead (up to MAX_SUBSTITUTES), so a batch is never short; the failures travel with the item
-    in "skipped" to be counted. Call `set_epoch` before each epoch (it redraws the plan; `own` and
-    `describe_only` as in `plan_epoch`)."""
+    in "skipped" to be counted. Call `set_epoch` before each epoch (it redraws the plan; `own`,
+    `describe_only` and `noisy` as in `plan_epoch`)."""
 
     def __init__(self, records: list[dict], root: str | Path, processor: Any, cfg: JudgeTrainConfig, seed: int,
                  max_pixels: int = DEFAULT_MAX_PIXELS):
@@ -80,8 +80,10 @@ class JudgeExampleDataset(torch.utils.data.Dataset):
         self.max_length = min(cfg.max_length, self.encoder.tokenizer.model_max_length)
         self.set_epoch(0)
 
-    def set_epoch(self, epoch: int, own: dict[int, str] | None = None, describe_only: bool = False) -> None:
-        self.plan = plan_epoch(self.records, self.cfg, self.encoder.tokenizer, self.seed, epoch, own, describe_only)
+    def set_epoch(self, epoch: int, own: dict[int, str] | None = None, describe_only: bool = False,
+                  noisy: bool = True) -> None:
+        self.plan = plan_epoch(self.records, self.cfg, self.encoder.tokenizer, self.seed, epoch, own, describe_only,
+                               noisy)
 
     def __len__(self) -> int:
         return len(self.plan)

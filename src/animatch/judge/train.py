@@ -178,6 +178,14 @@ def own_descriptions(run: Trainer, records: list[dict]) -> dict[int, str]:
     return own
 
 
+def training_phase(cfg: JudgeTrainConfig, step: int) -> tuple[bool, bool]:
+    """(descriptions only, stage-2 contexts with the describer's errors) at optimizer step `step`: descriptions
+    alone until `describe_steps`; exact keyword contexts until `context_noise_from`, so that stage 2 first learns to
+    compare at all (with errors from the start it did not within the tiny judge's budget, docs/JUDGE.md), then
+    contexts with `context_noise`, so that it learns to judge descriptions as imperfect as its own."""
+    return step < cfg.describe_steps, bool(cfg.context_noise) and step >= cfg.context_noise_from
+
+
 def _val_batches(cfg: JudgeTrainConfig, processor, records: list[dict]) -> list[dict]:
     if not records or cfg.max_eval_examples < 1:
         return []
@@ -232,12 +240,13 @@ def run_judge_train(cfg: JudgeTrainConfig) -> int:
                disable=not acc.is_main_process)
     started, examples, window = time.perf_counter(), 0, []
     while progress["global_step"] < total_steps:
-        describing = progress["global_step"] < cfg.describe_steps
+        describing, noisy = phase = training_phase(cfg, progress["global_step"])
         if not describing and cfg.stage2_context == "own" and own is None:
             own = own_descriptions(run, train_records)
-        dataset.set_epoch(progress["epoch"], own, describing)
+        dataset.set_epoch(progress["epoch"], own, describing, noisy)
+        groups = [slot["kind"] == "description" for slot in dataset.plan.slots] if cfg.group_by_kind else None
         batches = epoch_batches(len(dataset), cfg.batch_size, world=acc.num_processes, rank=acc.process_index,
-                                seed=cfg.seed, epoch=progress["epoch"])
+                                seed=cfg.seed, epoch=progress["epoch"], groups=groups)
         batches = batches[:len(batches) // cfg.accum_steps * cfg.accum_steps]
         # Its own generator: iterating a DataLoader draws a seed, which would shift the global RNG (dropout)
         # of a resumed run against an uninterrupted one.
@@ -272,7 +281,7 @@ def run_judge_train(cfg: JudgeTrainConfig) -> int:
                 run.save_last()
             if step >= total_steps:
                 break
-            if describing and step >= cfg.describe_steps:  # the next epoch adds the stage-2 examples
+            if training_phase(cfg, step) != phase:  # a new phase draws its own examples: a new epoch
                 progress["epoch"] += 1
                 progress["step_in_epoch"] = 0
                 break
