@@ -269,11 +269,16 @@ def keyword_recall_at_k(generated: str, reference: str, k: int) -> float | None:
     a text chose, an image cannot show). None when the reference has no keyword: callers skip such pairs."""
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    wanted = list(dict.fromkeys(map(canonical_keyword, extract_keywords(reference))))
+    wanted = _canonical_in_order(reference)
     if not wanted:
         return None
-    found = set(list(dict.fromkeys(map(canonical_keyword, extract_keywords(generated))))[:k])
+    found = set(_canonical_in_order(generated)[:k])
     return sum(w in found for w in wanted) / len(wanted)
+
+
+def _canonical_in_order(text: str) -> list[str]:
+    """`text`'s keywords as `canonical_keyword`s, deduplicated, in the order the text names them."""
+    return list(dict.fromkeys(map(canonical_keyword, extract_keywords(text))))
 
 
 def keyword_overlap(description: str, text: str) -> int:

@@ -121,6 +121,7 @@ class _Planner:
         for i in self.members:
             self.by_title[records[i]["title"]].append(i)
         self.sentences = [split_sentences(r["appearance"]) for r in records]
+        self.swap_sources: dict[int, list[str]] = {}  # description_keywords of characters drawn for swaps
         # A text context could copy a positive's candidate word for word; keywords or own descriptions cannot.
         self.split_positives = own is None and cfg.description_style == "text"
 
@@ -169,7 +170,10 @@ class _Planner:
                 kept.append(keyword)
             elif rng.random() < 0.5:
                 group = keyword_group(keyword)
-                other = description_keywords(self.records[rng.choice(self.members)])
+                j = rng.choice(self.members)
+                if j not in self.swap_sources:  # extraction is the loader's cost; a drawn character comes again
+                    self.swap_sources[j] = description_keywords(self.records[j])
+                other = self.swap_sources[j]
                 swaps = [k for k in other if keyword_group(k) == group and k not in keywords and k not in kept]
                 kept += [rng.choice(swaps)] if swaps else []
         return kept
