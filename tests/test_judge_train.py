@@ -186,7 +186,7 @@ def test_phases_describe_then_exact_contexts_then_a_describers_errors(llava_tiny
     # each phase is an epoch of its own (its own draw of examples), and a run resumed inside the last one ends
     # where an uninterrupted one does
     phases = ["--method", "full", "--description-style", "keywords", "--describe-steps", 2, "--context-noise", 0.3,
-              "--context-noise-from", 4, "--log-every", 1, "--report-to", "none", "--save-every", 1]
+              "--context-noise-from", 4, "--log-every", 1, "--report-to", "none", "--save-every", 1, *EXACT]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     assert train(llava_tiny_dir, synth_root, prepared_dir, straight, *phases, "--max-steps", 6) == 0
     epochs = [r["epoch"] for r in map(json.loads, (straight / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
