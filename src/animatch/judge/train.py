@@ -40,6 +40,7 @@ from animatch.judge.trainable import TrainedWeights, answer_loss, load_trainable
 from animatch.runs import atomic_dir, atomic_write_text, claim_output, write_run_files
 from animatch.training.checkpoint import STATE_DIR, has_resume_state, load_resume_state, save_checkpoint
 from animatch.training.runtime import (
+    adamw,
     cut_metrics,
     fresh_accelerator,
     honours_deterministic,
@@ -69,7 +70,7 @@ class Trainer:
     def __init__(self, cfg: JudgeTrainConfig, acc: Accelerator, model, processor, total_steps: int):
         self.cfg, self.acc, self.processor, self.out = cfg, acc, processor, Path(cfg.out)
         self.sharded = acc.distributed_type in SHARDED
-        optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr)
+        optimizer = adamw(param_groups(model, cfg), acc.device, lr=cfg.lr)
         self.scheduler = get_scheduler(cfg.scheduler, optimizer, num_warmup_steps=math.ceil(cfg.warmup_ratio *
                                        total_steps), num_training_steps=total_steps)
         if acc.state.deepspeed_plugin is not None:  # our loader is not prepared: DeepSpeed needs the size here
