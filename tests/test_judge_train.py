@@ -20,8 +20,9 @@ from animatch.data.schema import load_split
 from animatch.errors import UserError
 from animatch.judge.examples import ExampleCollator, JudgeExampleDataset
 from animatch.judge.loading import load_judge_model
-from animatch.judge.train import training_phase
-from animatch.judge.trainable import answer_loss
+from animatch.judge.train import Trainer, training_phase
+from animatch.judge.trainable import answer_loss, load_trainable
+from animatch.training.runtime import fresh_accelerator
 
 # Short texts and a constant learning rate: the schedule does not depend on --max-steps, so a run stopped
 # and resumed must end exactly where an uninterrupted one does.
@@ -208,3 +209,18 @@ def test_the_score_digits_weigh_more(llava_tiny_dir, synth_root, prepared_dir):
     assert processor.tokenizer.decode(item["input_ids"][heavy]).strip() == "2"  # the negative score, only it
     answer = item["labels"] != -100
     assert torch.all(item["weights"][~answer] == 0) and set(item["weights"][answer].tolist()) == {1.0, 7.0}
+
+
+def test_optimizer_is_fused_adamw_with_the_projectors_rate(llava_tiny_dir, synth_root, prepared_dir):
+    """`full`: fused AdamW over the language model (decay on matrices only) and the projector at its own rate;
+    the vision tower is not in it."""
+    cfg = JudgeTrainConfig(data=str(synth_root), split_dir=str(prepared_dir), model=str(llava_tiny_dir),
+                           out="unused", method="full", lr=1e-4, projector_lr=1e-3, weight_decay=0.1)
+    model, processor = load_trainable(cfg, torch.device("cpu"), "no")
+    groups = Trainer(cfg, fresh_accelerator(cpu=True), model, processor, total_steps=10).optimizer.param_groups
+    assert all(g["fused"] for g in groups)
+    assert [(g["initial_lr"], g["weight_decay"]) for g in groups] == [(1e-4, 0.1), (1e-4, 0.0), (1e-3, 0.0)]
+    assert {id(p) for p in groups[2]["params"]} == {id(p) for p in model.model.multi_modal_projector.parameters()}
+    optimised = {id(p) for g in groups for p in g["params"]}
+    assert not optimised & {id(p) for p in model.model.vision_tower.parameters()}
+    assert optimised == {id(p) for p in model.parameters() if p.requires_grad}
