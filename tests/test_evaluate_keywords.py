@@ -52,7 +52,18 @@ def test_keywords_of_the_other_real_records(fixtures_dir):
     ("Reddish-brown hair, blue and green eyes, pale skin, dark-skinned arms, light armor.",
      ["reddish brown hair", "blue eyes", "green eyes", "pale skin", "dark skin", "armor"]),
     ("Her hair is gray, golden eyes, a cream-colored dress, thigh-high socks, short hair, blonde ponytail.",
-     ["grey", "gold eyes", "cream dress", "thigh highs", "blonde ponytail"]),
+     ["grey hair", "gold eyes", "cream dress", "thigh highs", "blonde ponytail"]),
+    # a colour after its body noun: "eyes: X", "eyes are X", "eye colour: X", "skin tone is X"
+    ("Hair: navy hair in a mohawk; eyes: stone-grey. Eye colour: cherry-red. His eyes are a deep blue.",
+     ["navy hair", "mohawk", "grey eyes", "red eyes", "deep blue eyes"]),
+    ("Skin tone is deep brown. Skin tone is very pale. Her skin is light. The portrait is set against a teal "
+     "backdrop.", ["deep brown skin", "pale skin", "light skin", "teal background"]),
+    # any words but function words between a colour and its noun
+    ("Outfit: cerulean hooded jacket. A navy knight's armour, a salmon-pink school blazer and a lilac parka.",
+     ["cerulean jacket", "navy armor", "pink blazer", "lilac parka"]),
+    ("A red cape and she wears boots; green with envy, a hat.", ["red cape", "boots", "green", "hat"]),
+    ("Her hair is tied with a red ribbon. She has green eyes. Blue is her colour; the hair, in short, is black.",
+     ["red ribbon", "green eyes", "blue", "black"]),
     ("A red, white, and blue flag; red, white and blue ribbons; a long, flowing, black cloak.",
      ["red", "white", "blue", "red ribbon", "white ribbon", "blue ribbon", "black cloak"]),
     ("He wore a jacket. Later a green jacket, then the jacket again, and black boots.",

@@ -6,9 +6,12 @@ character looks like; its vocabularies are the module-level data below and its r
 - text is lowercased; tokens are words (hyphenated words kept whole) and single punctuation marks;
 - a colour phrase is a run of colour words, optionally led by a modifier ("light blue", "reddish brown",
   "navy blue"); colours joined by "and" / "or" / "," form a group ("black and white");
-- a group followed by a known noun, with at most MAX_GAP descriptor words, hyphenated words or commas in
-  between, gives one "<colour> <noun>" keyword per colour ("long, white hair" -> "white hair"); otherwise
-  each colour is a keyword by itself. A hyphenated word ending in a colour names that colour ("leaf-green"
+- a group followed by a known noun, with at most MAX_GAP other words or commas in between (not function words
+  such as "and", "with", "her": GAP_STOPS), gives one "<colour> <noun>" keyword per colour ("long, white hair"
+  -> "white hair", "a cerulean hooded jacket" -> "cerulean jacket"); otherwise the group names the body noun
+  just before it, across at most MAX_GAP linking words ("eyes: grey", "her eyes are grey", "eye colour:
+  cherry-red", "skin tone is light" -> "grey eyes", ..., "light skin"), or else each colour is a keyword by
+  itself. A hyphenated word ending in a colour names that colour ("leaf-green"
   -> "green", "chocolate-brown" -> "brown"). "silver-haired" / "blue-eyed" / "fair-skinned" give "silver
   hair" / "blue eyes" / "fair skin", "cream-colored" gives "cream"; "pale skin" / "dark skin" give tone keywords;
 - a standalone noun (clothing, accessories, hair styles, features such as "glasses", "twin tails", "cat
@@ -57,8 +60,17 @@ DESCRIPTORS = frozenset(_terms(
     "sleeveless, oversized, matching, traditional, casual, formal, elegant, fancy, ornate, decorative,"
     "pleated, lace, leather, silk, metal, metallic, shiny, wide, narrow, usual, typical, signature, cute,"
     "slightly, very, torn, tattered, buttoned, two, twin, pair, single, thigh, knee, ankle"))
-# Body nouns: a keyword only together with a colour ("green eyes"), never alone.
-COLOUR_ONLY_NOUNS = _terms("hair, eyes, skin, pupils, irises, eyebrows, eyelashes, lips, nails, fur")
+# Body nouns (and the portrait's background): a keyword only together with a colour ("green eyes"), never alone.
+COLOUR_ONLY_NOUNS = _terms("hair, eyes, skin, pupils, irises, eyebrows, eyelashes, lips, nails, fur, background")
+# Words a colour's reach to its noun stops at ("red and she wears a dress"); any other word may stand between
+# ("a cerulean hooded jacket", "a navy knight's armour").
+GAP_STOPS = frozenset(_terms(
+    "and, or, with, without, in, on, of, at, to, for, from, by, into, under, over, behind, like, as, than, but,"
+    "that, which, who, whose, when, while, where, her, his, their, its, she, he, they, it, one, is, are, was,"
+    "were, be, has, have, had, the, a, an, also, wears, wearing, wore, worn"))
+# What may stand between a body noun and the colour that follows it: "eyes: grey", "eyes are grey", "eye colour:
+# grey", "skin tone is very pale".
+LINKING_WORDS = frozenset(_terms(":, is, are, was, were, a, colour, color, tone, shade, always, usually, both"))
 # Standalone nouns by what they name; the order of KEYWORD_ORDER is the order of a keyword description.
 HAIR_STYLE_NOUNS = _terms(
     "pigtails, twin tails, ponytail, side ponytail, braid, twin braids, bun, twin buns, bangs, ahoge, bob cut,"
@@ -73,7 +85,8 @@ WEAR_NOUNS = _terms(  # eyewear, headwear, jewellery
     "necklace, pendant, earrings, bracelet, ring, brooch, amulet, jewel, gem, gemstone")
 CLOTHING_NOUNS = _terms(
     "school uniform, sailor uniform, maid outfit, military uniform, uniform, suit, tuxedo, kimono, yukata,"
-    "hakama, dress, gown, robe, cloak, cape, coat, lab coat, trench coat, jacket, blazer, hoodie, sweater,"
+    "hakama, dress, sundress, gown, robe, tunic, poncho, parka, windbreaker, cloak, cape, coat, lab coat,"
+    "trench coat, jacket, blazer, hoodie, sweater,"
     "cardigan, vest, shirt, t-shirt, blouse, tank top, crop top, bodysuit, leotard, jumpsuit, overalls, apron,"
     "skirt, miniskirt, shorts, pants, trousers, jeans, leggings, tights, stockings, pantyhose, socks,"
     "knee socks, thigh highs, boots, shoes, sandals, sneakers, heels, high heels, slippers, gloves,"
@@ -104,6 +117,7 @@ NOUN_ALIASES = {
     "hair band": "headband", "hairclip": "hair clip", "hair bun": "bun", "armour": "armor",
     "moustache": "mustache", "scarves": "scarf", "thigh high socks": "thigh highs", "tshirt": "t-shirt",
     "spectacles": "glasses", "iris": "irises", "eyeglasses": "glasses", "hair bow": "bow", "pyjamas": "pajamas",
+    "backdrop": "background", "muffler": "scarf",
 }
 _TOKEN = re.compile(r"[a-z]+(?:-[a-z]+)*|[^\sa-z]")
 
@@ -182,7 +196,19 @@ def _noun_after(tokens: list[str], i: int) -> tuple[str, int] | None:
         found = _noun_at(tokens, j)
         if found:
             return found[0], found[2]
-        if not (tokens[j] == "," or tokens[j] in DESCRIPTORS or "-" in tokens[j]):
+        if tokens[j] in GAP_STOPS or _colour_word(tokens[j]) or not (tokens[j][0].isalpha() or tokens[j] in ",'"):
+            return None
+    return None
+
+
+def _body_noun_before(tokens: list[str], i: int) -> str | None:
+    """The body noun (COLOUR_ONLY_NOUNS) that a colour or tone at `i` follows across at most MAX_GAP linking
+    words or descriptors ("eyes are grey", "skin tone is very pale"), or None."""
+    for j in range(i - 1, max(-1, i - MAX_GAP - 2), -1):
+        entry = NOUNS.get(tokens[j])
+        if entry:
+            return None if entry[1] else entry[0]
+        if tokens[j] not in LINKING_WORDS and tokens[j] not in DESCRIPTORS:
             return None
     return None
 
@@ -212,22 +238,26 @@ def extract_keywords(text: str) -> list[str]:
     while i < len(tokens):
         colour = _colour_at(tokens, i)
         if colour:
+            start = i
             phrase, implied, i = colour
             if implied:
                 keywords[f"{phrase} {implied}"] = None
                 coloured_nouns.add(implied)
                 continue
             group, i = _colour_group(tokens, phrase, i)
-            noun = _noun_after(tokens, i)
+            after = _noun_after(tokens, i)
+            if after:
+                i = after[1]
+            noun = after[0] if after else _body_noun_before(tokens, start)
             if noun:
-                coloured_nouns.add(noun[0])
-                i = noun[1]
+                coloured_nouns.add(noun)
             for phrase in group:
-                keywords[f"{phrase} {noun[0]}" if noun else phrase] = None
+                keywords[f"{phrase} {noun}" if noun else phrase] = None
             continue
-        if tokens[i] in SKIN_TONES and i + 1 < len(tokens) and tokens[i + 1] == "skin":
+        if tokens[i] in SKIN_TONES and (i + 1 < len(tokens) and tokens[i + 1] == "skin"
+                                        or _body_noun_before(tokens, i) == "skin"):
             keywords[f"{SKIN_TONES[tokens[i]]} skin"] = None
-            i += 2
+            i += 2 if i + 1 < len(tokens) and tokens[i + 1] == "skin" else 1
             continue
         noun = _noun_at(tokens, i)
         if noun:
