@@ -18,7 +18,7 @@ from animatch.cli import main
 from animatch.config import JudgeTrainConfig
 from animatch.data.schema import load_split
 from animatch.errors import UserError
-from animatch.judge.examples import ExampleCollator, JudgeExampleDataset
+from animatch.judge.examples import ExampleCollator, JudgeExampleDataset, LengthGroupCollator
 from animatch.judge.loading import load_judge_model
 from animatch.judge.train import Trainer, training_phase
 from animatch.judge.trainable import answer_loss, load_trainable
@@ -175,8 +175,9 @@ def test_describe_first_then_judge_on_own_descriptions(llava_tiny_dir, synth_roo
     assert (out / "model" / "model.safetensors").is_file()
 
 
+@pytest.mark.parametrize("grouping", [[], ["--group-by-kind", "--group-by-length"]])
 def test_phases_describe_then_exact_contexts_then_a_describers_errors(llava_tiny_dir, synth_root, prepared_dir,
-                                                                      tmp_path):
+                                                                      tmp_path, grouping):
     cfg = JudgeTrainConfig(data="unused", split_dir="unused", out="unused", description_style="keywords",
                            describe_steps=2, context_noise=0.3, context_noise_from=4)
     assert [training_phase(cfg, step) for step in range(6)] == \
@@ -187,7 +188,7 @@ def test_phases_describe_then_exact_contexts_then_a_describers_errors(llava_tiny
     # each phase is an epoch of its own (its own draw of examples), and a run resumed inside the last one ends
     # where an uninterrupted one does
     phases = ["--method", "full", "--description-style", "keywords", "--describe-steps", 2, "--context-noise", 0.3,
-              "--context-noise-from", 4, "--log-every", 1, "--report-to", "none", "--save-every", 1, *EXACT]
+              "--context-noise-from", 4, "--log-every", 1, "--report-to", "none", "--save-every", 1, *EXACT, *grouping]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     assert train(llava_tiny_dir, synth_root, prepared_dir, straight, *phases, "--max-steps", 6) == 0
     epochs = [r["epoch"] for r in map(json.loads, (straight / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
@@ -197,6 +198,26 @@ def test_phases_describe_then_exact_contexts_then_a_describers_errors(llava_tiny
     weights = load_file(str(straight / "model" / "model.safetensors"))
     for key, value in load_file(str(resumed / "model" / "model.safetensors")).items():
         torch.testing.assert_close(value, weights[key], rtol=1e-5, atol=1e-6)
+
+
+def test_length_groups_batch_examples_of_about_one_length(llava_tiny_dir, synth_root, prepared_dir):
+    processor = AutoProcessor.from_pretrained(str(llava_tiny_dir))
+    cfg = JudgeTrainConfig(data=str(synth_root), split_dir=str(prepared_dir), out="unused", description_tokens=40,
+                           candidate_tokens=32)
+    dataset = JudgeExampleDataset(load_split(prepared_dir, "train"), synth_root, processor, cfg, seed=0)
+    items = [dataset[i] for i in range(30)]
+    collate = ExampleCollator(processor.tokenizer.pad_token_id)
+    for by_kind in (False, True):
+        batches = LengthGroupCollator(collate, 4, by_kind)(items)
+        assert [b["size"] for b in batches] == [4] * 7 + [2]
+        rows = [(by_kind and kind == "description", int(n)) for b in batches
+                for kind, n in zip(b["kinds"], b["attention_mask"].sum(1))]
+        assert rows == sorted(rows)  # every example once, in order of (kind,) length
+        assert sorted(n for _, n in rows) == sorted(len(it["input_ids"]) for it in items)
+        padded = sum(b["input_ids"].numel() for b in batches)
+        assert padded < sum(collate(items[i:i + 4])["input_ids"].numel() for i in range(0, 30, 4))
+    one = LengthGroupCollator(collate, 4, False)(items[:4])  # a run of one batch: that batch
+    assert len(one) == 1 and one[0]["input_ids"].shape == collate(items[:4])["input_ids"].shape
 
 
 def test_the_score_digits_weigh_more(llava_tiny_dir, synth_root, prepared_dir):

@@ -580,6 +580,9 @@ class JudgeTrainConfig(TrainingLoopOptions, CandidateTextOptions, OutputOptions)
     group_by_kind: bool = opt(False, "batch descriptions with descriptions and stage-2 examples with stage-2 "
                                      "examples (as LLaVA's group_by_modality_length), so the short stage-1 examples "
                                      "are not padded to the stage-2 length")
+    group_by_length: bool = opt(False, "batch examples of about the same length: the examples of every 16 batches "
+                                       "are sorted by length and batched again (as transformers' group_by_length), "
+                                       "so little of a step is padding")
     describe_steps: int = opt(0, "optimizer steps on description examples only before the stage-2 examples join",
                               bounds=NOT_NEGATIVE)
     stage2_context: str = opt("reference", "the description in a stage-2 example's context: reference (made from "

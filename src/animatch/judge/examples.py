@@ -6,7 +6,7 @@ description's ids and `prompts.tail_token_ids` of the relevance turn, then the a
 token. Labels are -100 everywhere except the answer and its end token: no prompt, image or padding token carries
 loss; the score's digits weigh `score_loss_weight` in the loss. `JudgeExampleDataset` serves an epoch's plan,
 encoded, substituting the next items for unloadable or too-long ones (counted, never lost); `ExampleCollator`
-right-pads a batch.
+right-pads a batch; `LengthGroupCollator` batches a run of batches' examples by length first.
 """
 
 from __future__ import annotations
@@ -124,3 +124,19 @@ class ExampleCollator:
         return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels, "weights": weights,
                 "pixel_values": torch.stack([it["pixel_values"] for it in items]), "size": len(items),
                 "skipped": [s for it in items for s in it["skipped"]], "kinds": [it["kind"] for it in items]}
+
+
+@dataclass
+class LengthGroupCollator:
+    """The examples of a run of batches (`judge.train.LENGTH_GROUP_BATCHES` of them, loaded at once), sorted by
+    length and cut again into batches of `batch_size`, each collated: a batch's examples then have about the same
+    length, so little of a step is padding (as transformers' `group_by_length` within a megabatch). With `by_kind`
+    the kind sorts first, so batches of one kind (`group_by_kind`) stay so. Returns the list of collated batches;
+    a run of one batch is that batch."""
+    collate: ExampleCollator
+    batch_size: int
+    by_kind: bool
+
+    def __call__(self, items: list[dict]) -> list[dict]:
+        items = sorted(items, key=lambda it: (self.by_kind and it["kind"] == "description", len(it["input_ids"])))
+        return [self.collate(items[i:i + self.batch_size]) for i in range(0, len(items), self.batch_size)]

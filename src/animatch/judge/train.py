@@ -33,7 +33,7 @@ from animatch.data.safepath import path_inside
 from animatch.data.schema import load_split
 from animatch.errors import UserError
 from animatch.judge import prompts
-from animatch.judge.examples import ExampleCollator, JudgeExampleDataset
+from animatch.judge.examples import ExampleCollator, JudgeExampleDataset, LengthGroupCollator
 from animatch.judge.judge import Judge
 from animatch.judge.loading import load_judge_model
 from animatch.judge.trainable import TrainedWeights, answer_loss, load_trainable, param_groups
@@ -52,6 +52,7 @@ from animatch.training.runtime import (
 SHARDED = (DistributedType.DEEPSPEED, DistributedType.FSDP)
 OWN_FILE = "own_descriptions.json"
 DESCRIBE_BATCH = 32
+LENGTH_GROUP_BATCHES = 16  # `group_by_length`: batches whose examples are sorted by length together
 
 
 def _check(cfg: JudgeTrainConfig) -> None:
@@ -200,6 +201,13 @@ def _val_batches(cfg: JudgeTrainConfig, processor, records: list[dict]) -> list[
             for i in range(0, len(items), cfg.batch_size)]
 
 
+def _batches_from(loader, skip: int):
+    """The batches of the loader's runs of batches (`LengthGroupCollator`), the first `skip` left out (resume)."""
+    for run in loader:
+        yield from run[skip:]
+        skip = 0
+
+
 def _pad_id(processor) -> int:
     tokenizer = processor.tokenizer
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -235,7 +243,8 @@ def run_judge_train(cfg: JudgeTrainConfig) -> int:
     if cfg.report_to != "none":
         acc.init_trackers("animatch-judge-train", config={k: str(v) for k, v in vars(cfg).items()})
     val_batches = _val_batches(cfg, processor, load_split(cfg.split_dir, "val"))
-    collate = ExampleCollator(_pad_id(processor))
+    per_run = LENGTH_GROUP_BATCHES if cfg.group_by_length else 1
+    collate = LengthGroupCollator(ExampleCollator(_pad_id(processor)), cfg.batch_size, cfg.group_by_kind)
     progress, kinds, own = run.progress, {}, None
     bar = tqdm(total=total_steps, initial=progress["global_step"], desc="judge-train",
                disable=not acc.is_main_process)
@@ -249,12 +258,13 @@ def run_judge_train(cfg: JudgeTrainConfig) -> int:
         batches = epoch_batches(len(dataset), cfg.batch_size, world=acc.num_processes, rank=acc.process_index,
                                 seed=cfg.seed, epoch=progress["epoch"], groups=groups)
         batches = batches[:len(batches) // cfg.accum_steps * cfg.accum_steps]
+        done = progress["step_in_epoch"] * cfg.accum_steps
+        runs = [sum(batches[i:i + per_run], []) for i in range(done - done % per_run, len(batches), per_run)]
         # Its own generator: iterating a DataLoader draws a seed, which would shift the global RNG (dropout)
         # of a resumed run against an uninterrupted one.
-        loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches[progress["step_in_epoch"] *
-                                             cfg.accum_steps:], collate_fn=collate, num_workers=cfg.workers,
+        loader = torch.utils.data.DataLoader(dataset, batch_sampler=runs, collate_fn=collate, num_workers=cfg.workers,
                                              generator=torch.Generator().manual_seed(cfg.seed))
-        for batch in loader:
+        for batch in _batches_from(loader, skip=done % per_run):
             for _, reason in batch["skipped"]:
                 progress["skipped"][reason] = progress["skipped"].get(reason, 0) + 1
             for kind in batch["kinds"]:
