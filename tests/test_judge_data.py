@@ -100,8 +100,8 @@ def test_train_prompt_equals_inference_prompt_token_for_token(llava_tiny_dir, pr
     assert result["score_expected"] == pytest.approx(5.0)
 
     encoder = ExampleEncoder(processor)
-    stage1, pixels = encoder.prompt_ids(image, {"kind": "description"})
-    stage2, _ = encoder.prompt_ids(image, {"kind": "positive", "description": description, "text": TEXT})
+    stage1, pixels, _ = encoder.prompt_ids(image, {"kind": "description"})
+    stage2, _, _ = encoder.prompt_ids(image, {"kind": "positive", "description": description, "text": TEXT})
     assert calls[0][0][0].tolist() == stage1
     assert calls[1][0][0].tolist() == stage2
     assert torch.equal(calls[0][1][0], pixels)
@@ -213,6 +213,32 @@ def test_context_noise_errs_like_a_describer(processor, synth_records, real_reco
     assert plan(0.4, noisy=False) == clean  # the exact phase of judge-train (before --context-noise-from)
     with pytest.raises(UserError, match="--context-noise"):
         _cfg(context_noise=0.2).check()  # text descriptions: nothing to err
+
+
+def test_context_loss_trains_exact_contexts_as_stage1_answers(processor, synth_records, synth_root):
+    """With `context_loss`, a stage-2 example whose context is the exact description target carries the labels of
+    that record's description example before its own answer; a context with errors, or
+    without `context_loss`, carries none."""
+    base = dict(description_style="keywords", personality_negatives=0.0, context_noise=0.4)
+    eos = processor.tokenizer.eos_token_id
+
+    def labelled(cfg, noisy):
+        dataset = JudgeExampleDataset(synth_records, synth_root, processor, cfg, seed=0)
+        dataset.set_epoch(0, noisy=noisy)
+        for n in [n for n, slot in enumerate(dataset.plan.slots) if slot["kind"] != "description"][:4]:
+            spec, item = dataset.plan[n], dataset[n]
+            labels = item["labels"][item["labels"] != IGNORE_INDEX].tolist()
+            answer = processor.tokenizer(spec["answer"], add_special_tokens=False)["input_ids"] + [eos]
+            stage1 = processor.tokenizer(description_target(synth_records[spec["record"]], processor.tokenizer,
+                                                            cfg.description_tokens, "keywords"),
+                                         add_special_tokens=False)["input_ids"] + [eos]
+            assert labels[-len(answer):] == answer and item["weights"][item["labels"] != IGNORE_INDEX].min() == 1
+            yield labels[:-len(answer)], stage1, spec["describes"]
+
+    for context, stage1, describes in labelled(_cfg(context_loss=True, **base), noisy=False):
+        assert describes and context in (stage1, stage1[:-1])  # the end token where the chat template has it there
+    for cfg, noisy in ((_cfg(context_loss=True, **base), True), (_cfg(**base), False)):
+        assert all(context == [] and not describes for context, _, describes in labelled(cfg, noisy))
 
 
 def test_own_description_plan_uses_the_model_descriptions(processor, synth_records):

@@ -595,6 +595,9 @@ class JudgeTrainConfig(TrainingLoopOptions, CandidateTextOptions, OutputOptions)
     context_noise_from: int = opt(0, "optimizer step from which stage-2 contexts carry --context-noise (exact "
                                      "before it: stage 2 first learns to compare, then to allow for a describer's "
                                      "errors)", bounds=NOT_NEGATIVE)
+    context_loss: bool = opt(False, "a stage-2 example whose context is the exact description target (the "
+                                    "reference's, without errors) carries the stage-1 loss on it too, as LLaVA "
+                                    "trains every assistant turn: stage 1 learns from stage-2 examples at no cost")
     score_loss_weight: float = opt(1.0, "weight in the loss of a stage-2 answer's score digits (every other "
                                         "answer token weighs 1): the score is the decision, one token of many",
                                    bounds=POSITIVE)

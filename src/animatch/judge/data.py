@@ -22,7 +22,8 @@ wording. Per epoch (`plan_epoch`, seeded by (seed, epoch), so any number of work
   Candidates keep their names and contexts have none, so names carry no signal;
 - personality texts are used only as extra negatives: with probability `personality_negatives` a stage-2
   example whose candidate is the character's own personality, scored 1 (it does not describe the looks).
-The plan draws only which examples there are; each is written out (`_Planner.write`) when used.
+With `context_loss`, a stage-2 context that is exactly the record's description target (reference keywords,
+no errors) is trained as stage 1's answer too. The plan draws only which examples there are; each is written out (`_Planner.write`) when used.
 Encoding an example into ids and labels is `judge.examples`' job.
 """
 
@@ -196,7 +197,8 @@ class _Planner:
         if kind == "description":
             answer = description_target(self.records[i], self.tokenizer, cfg.description_tokens,
                                         cfg.description_style)
-            return {"record": i, "kind": kind, "other": None, "description": None, "text": None, "answer": answer}
+            return {"record": i, "kind": kind, "other": None, "description": None, "text": None, "answer": answer,
+                    "describes": False}
         taken = self.dropped(i, rng)
         if kind == "positive":
             text = self.candidate(i, rng, taken)
@@ -210,8 +212,11 @@ class _Planner:
         else:
             score = cfg.positive_score if kind == "positive" else cfg.negative_score
             answer = relevance_answer(score, self.records[i], text, kind == "positive")
+        # The context is then exactly what a description example of record i answers (`context_loss`).
+        describes = cfg.context_loss and self.own is None and not self.noise and not taken
         return {"record": i, "kind": kind, "other": slot.get("other", i if kind == "positive" else None),
-                "description": self.context(i, taken, rng), "text": text, "answer": answer}
+                "description": self.context(i, taken, rng), "text": text, "answer": answer,
+                "describes": describes}
 
 
 class EpochPlan:
@@ -242,7 +247,8 @@ def plan_epoch(records: list[dict], cfg: JudgeTrainConfig, tokenizer: Any, seed:
     `context_noise_from`).
     A written example: {"record": index, "kind": description|positive|negative|personality, "other": index of
     the candidate's character or None, "description": stage-2 context or None, "text": candidate or None,
-    "answer": the target answer}.
+    "answer": the target answer, "describes": whether the context is exactly the record's description target,
+    so that it carries the stage-1 loss too (`context_loss`)}.
     """
     rng = random.Random(f"{seed}:{epoch}")
     planner = _Planner(records, cfg, tokenizer, own, cfg.context_noise if noisy else 0.0)

@@ -40,24 +40,33 @@ class ExampleEncoder:
         self.eos = self.tokenizer.eos_token_id
         self.image_token_id = self.tokenizer.convert_tokens_to_ids(processor.image_token)
 
-    def prompt_ids(self, image: Image.Image, spec: dict) -> tuple[list[int], torch.Tensor]:
-        """(the ids the model sees before the answer, pixel values) of an example."""
+    def prompt_ids(self, image: Image.Image, spec: dict) -> tuple[list[int], torch.Tensor, slice]:
+        """(the ids the model sees before the answer, pixel values, where in them the stage-1 answer is: its
+        description ids and the end token after them; empty for a description example)."""
         batch = self.processor(images=image, text=self.stage1_prompt, return_tensors="pt")
         ids = batch["input_ids"][0].tolist()
+        described = slice(len(ids), len(ids))
         if spec["kind"] != "description":
-            tail = prompts.relevance_tail(self.processor, spec["text"])
-            ids += token_ids(self.tokenizer, spec["description"]) + prompts.tail_token_ids(self.tokenizer, tail)
-        return ids, batch["pixel_values"][0]
+            tail = prompts.tail_token_ids(self.tokenizer, prompts.relevance_tail(self.processor, spec["text"]))
+            ids += token_ids(self.tokenizer, spec["description"])
+            described = slice(described.start, len(ids) + (tail[:1] == [self.eos]))
+            ids += tail
+        return ids, batch["pixel_values"][0], described
 
     def encode(self, image: Image.Image, spec: dict) -> dict:
         """{"input_ids", "labels", "weights", "pixel_values"}: labels -100 on everything but the answer + end
-        token; weights (of each label in the loss) 1, `score_weight` on the score's digits of a stage-2 answer."""
-        prompt, pixel_values = self.prompt_ids(image, spec)
+        token (and the stage-2 context's description + end token when `spec["describes"]`: then it is a stage-1
+        answer too); weights (of each label in the loss) 1, `score_weight` on the score's digits of a stage-2
+        answer."""
+        prompt, pixel_values, described = self.prompt_ids(image, spec)
         answer = token_ids(self.tokenizer, spec["answer"]) + [self.eos]
         labels = [IGNORE_INDEX] * len(prompt) + answer
+        weights = [0.0] * len(prompt) + [1.0] * len(answer)
+        if spec.get("describes"):
+            labels[described] = prompt[described]
+            weights[described] = [1.0] * (described.stop - described.start)
         input_ids = prompt + answer
         labels = [IGNORE_INDEX if t == self.image_token_id else label for t, label in zip(input_ids, labels)]
-        weights = [0.0] * len(prompt) + [1.0] * len(answer)
         step = self.scores.position(answer) if spec["kind"] != "description" else None
         while step is not None and step < len(answer) and answer[step] in self.scores.digit_tokens:
             weights[len(prompt) + step] = self.score_weight
