@@ -239,6 +239,8 @@ def test_context_loss_trains_exact_contexts_as_stage1_answers(processor, synth_r
         assert describes and context in (stage1, stage1[:-1])  # the end token where the chat template has it there
     for cfg, noisy in ((_cfg(context_loss=True, **base), True), (_cfg(**base), False)):
         assert all(context == [] and not describes for context, _, describes in labelled(cfg, noisy))
+    with pytest.raises(UserError, match="--context-loss"):
+        _cfg(context_loss=True, stage2_context="own").check()
 
 
 def test_own_description_plan_uses_the_model_descriptions(processor, synth_records):

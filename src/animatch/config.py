@@ -633,6 +633,9 @@ class JudgeTrainConfig(TrainingLoopOptions, CandidateTextOptions, OutputOptions)
                             "--description-style keywords")
         if self.context_noise_from and not self.context_noise:
             raise UserError("--context-noise-from starts --context-noise: set --context-noise above 0")
+        if self.context_loss and self.stage2_context != "reference":
+            raise UserError("--context-loss trains the reference descriptions in stage-2 contexts: it needs "
+                            "--stage2-context reference")
         if self.describe_steps and not self.description_examples:
             raise UserError("--describe-steps trains on description examples: --description-examples must be above 0")
         try:

@@ -23,7 +23,8 @@ wording. Per epoch (`plan_epoch`, seeded by (seed, epoch), so any number of work
 - personality texts are used only as extra negatives: with probability `personality_negatives` a stage-2
   example whose candidate is the character's own personality, scored 1 (it does not describe the looks).
 With `context_loss`, a stage-2 context that is exactly the record's description target (reference keywords,
-no errors) is trained as stage 1's answer too. The plan draws only which examples there are; each is written out (`_Planner.write`) when used.
+no errors) is trained as stage 1's answer too. The plan draws only which examples there are; each is written
+out (`_Planner.write`) when used.
 Encoding an example into ids and labels is `judge.examples`' job.
 """
 
