@@ -176,25 +176,31 @@ def test_describe_first_then_judge_on_own_descriptions(llava_tiny_dir, synth_roo
 
 
 @pytest.mark.parametrize("grouping", [[], ["--group-by-kind", "--group-by-length"]])
-def test_phases_describe_then_exact_contexts_then_a_describers_errors(llava_tiny_dir, synth_root, prepared_dir,
-                                                                      tmp_path, grouping):
+def test_phases_describe_then_exact_contexts_then_a_describers_errors_then_its_own(llava_tiny_dir, synth_root,
+                                                                                   prepared_dir, tmp_path, grouping):
     cfg = JudgeTrainConfig(data="unused", split_dir="unused", out="unused", description_style="keywords",
-                           describe_steps=2, context_noise=0.3, context_noise_from=4)
-    assert [training_phase(cfg, step) for step in range(6)] == \
-        [(True, False)] * 2 + [(False, False)] * 2 + [(False, True)] * 2
-    assert training_phase(JudgeTrainConfig(data="u", split_dir="u", out="u"), 10) == (False, False)
+                           describe_steps=2, context_noise=0.3, context_noise_from=4, own_context_from=5)
+    assert [training_phase(cfg, step) for step in range(7)] == \
+        [(True, False, False)] * 2 + [(False, False, False)] * 2 + [(False, True, False)] + [(False, True, True)] * 2
+    assert training_phase(JudgeTrainConfig(data="u", split_dir="u", out="u"), 10) == (False, False, False)
+    own = JudgeTrainConfig(data="u", split_dir="u", out="u", stage2_context="own", describe_steps=3)
+    assert [training_phase(own, step)[2] for step in (2, 3)] == [False, True]
     with pytest.raises(UserError, match="--context-noise-from"):
         JudgeTrainConfig(data="u", split_dir="u", out="u", context_noise_from=3).check()
-    # each phase is an epoch of its own (its own draw of examples), and a run resumed inside the last one ends
-    # where an uninterrupted one does
+    with pytest.raises(UserError, match="--own-context-from"):
+        JudgeTrainConfig(data="u", split_dir="u", out="u", stage2_context="own", own_context_from=3).check()
+    # each phase is an epoch of its own (its own draw of examples); the own descriptions are written when their
+    # phase starts; a run resumed inside the last phase reads them back and ends where an uninterrupted one does
     phases = ["--method", "full", "--description-style", "keywords", "--describe-steps", 2, "--context-noise", 0.3,
-              "--context-noise-from", 4, "--log-every", 1, "--report-to", "none", "--save-every", 1, *EXACT, *grouping]
+              "--context-noise-from", 4, "--own-context-from", 5, "--own-descriptions", 4, "--log-every", 1,
+              "--report-to", "none", "--save-every", 1, *EXACT, *grouping]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    assert train(llava_tiny_dir, synth_root, prepared_dir, straight, *phases, "--max-steps", 6) == 0
+    assert train(llava_tiny_dir, synth_root, prepared_dir, straight, *phases, "--max-steps", 7) == 0
     epochs = [r["epoch"] for r in map(json.loads, (straight / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
-    assert epochs == [0, 0, 1, 1, 2, 2]
-    assert train(llava_tiny_dir, synth_root, prepared_dir, resumed, *phases, "--max-steps", 5) == 0
-    assert train(llava_tiny_dir, synth_root, prepared_dir, resumed, *phases, "--max-steps", 6, "--resume") == 0
+    assert epochs == [0, 0, 1, 1, 2, 3, 3]
+    assert len(json.loads((straight / "own_descriptions.json").read_text())) == 4
+    assert train(llava_tiny_dir, synth_root, prepared_dir, resumed, *phases, "--max-steps", 6) == 0
+    assert train(llava_tiny_dir, synth_root, prepared_dir, resumed, *phases, "--max-steps", 7, "--resume") == 0
     weights = load_file(str(straight / "model" / "model.safetensors"))
     for key, value in load_file(str(resumed / "model" / "model.safetensors")).items():
         torch.testing.assert_close(value, weights[key], rtol=1e-5, atol=1e-6)

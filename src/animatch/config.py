@@ -601,9 +601,12 @@ class JudgeTrainConfig(TrainingLoopOptions, CandidateTextOptions, OutputOptions)
     score_loss_weight: float = opt(1.0, "weight in the loss of a stage-2 answer's score digits (every other "
                                         "answer token weighs 1): the score is the decision, one token of many",
                                    bounds=POSITIVE)
-    own_descriptions: Optional[int] = opt(None, "stage2-context own: describe this many training characters "
-                                                "(seeded draw; unset: all); stage-2 examples use only them",
-                                          bounds="[2, inf)")
+    own_descriptions: Optional[int] = opt(None, "stage2-context own or --own-context-from: describe this many "
+                                                "training characters (seeded draw; unset: all); stage-2 examples "
+                                                "use only them", bounds="[2, inf)")
+    own_context_from: int = opt(0, "with --stage2-context reference: optimizer step from which stage-2 contexts are "
+                                   "the model's own greedy descriptions (of --own-descriptions characters, written "
+                                   "then), as at inference; 0: never", bounds=NOT_NEGATIVE)
     negatives_per_positive: int = opt(1, "stage-2 negatives (another character's appearance) per positive",
                                       bounds=NOT_NEGATIVE)
     same_title_negatives: float = opt(1.0, "probability that a negative comes from the same title (when the "
@@ -633,6 +636,9 @@ class JudgeTrainConfig(TrainingLoopOptions, CandidateTextOptions, OutputOptions)
                             "--description-style keywords")
         if self.context_noise_from and not self.context_noise:
             raise UserError("--context-noise-from starts --context-noise: set --context-noise above 0")
+        if self.own_context_from and self.stage2_context != "reference":
+            raise UserError("--own-context-from switches --stage2-context reference to the model's own descriptions: "
+                            "it needs --stage2-context reference (own uses them from the start)")
         if self.context_loss and self.stage2_context != "reference":
             raise UserError("--context-loss trains the reference descriptions in stage-2 contexts: it needs "
                             "--stage2-context reference")

@@ -180,12 +180,16 @@ def own_descriptions(run: Trainer, records: list[dict]) -> dict[int, str]:
     return own
 
 
-def training_phase(cfg: JudgeTrainConfig, step: int) -> tuple[bool, bool]:
-    """(descriptions only, stage-2 contexts with the describer's errors) at optimizer step `step`: descriptions
-    alone until `describe_steps`; exact keyword contexts until `context_noise_from`, so that stage 2 first learns to
-    compare at all (with errors from the start it did not within the tiny judge's budget, docs/JUDGE.md), then
-    contexts with `context_noise`, so that it learns to judge descriptions as imperfect as its own."""
-    return step < cfg.describe_steps, bool(cfg.context_noise) and step >= cfg.context_noise_from
+def training_phase(cfg: JudgeTrainConfig, step: int) -> tuple[bool, bool, bool]:
+    """(descriptions only, stage-2 contexts with the describer's errors, stage-2 contexts the model's own) at
+    optimizer step `step`: descriptions alone until `describe_steps`; exact keyword contexts until
+    `context_noise_from`, so that stage 2 first learns to compare at all (with errors from the start it did not
+    within the tiny judge's budget, docs/JUDGE.md), then contexts with `context_noise`, so that it learns to judge
+    descriptions as imperfect as its own; from `own_context_from` (with `stage2_context: own`, right after
+    `describe_steps`), the model's own descriptions, as it reads at inference."""
+    own_from = cfg.describe_steps if cfg.stage2_context == "own" else cfg.own_context_from or math.inf
+    return (step < cfg.describe_steps, bool(cfg.context_noise) and step >= cfg.context_noise_from,
+            step >= own_from)
 
 
 def _val_batches(cfg: JudgeTrainConfig, processor, records: list[dict]) -> list[dict]:
@@ -250,10 +254,10 @@ def run_judge_train(cfg: JudgeTrainConfig) -> int:
                disable=not acc.is_main_process)
     started, examples, window = time.perf_counter(), 0, []
     while progress["global_step"] < total_steps:
-        describing, noisy = phase = training_phase(cfg, progress["global_step"])
-        if not describing and cfg.stage2_context == "own" and own is None:
+        describing, noisy, owned = phase = training_phase(cfg, progress["global_step"])
+        if owned and own is None:
             own = own_descriptions(run, train_records)
-        dataset.set_epoch(progress["epoch"], own, describing, noisy)
+        dataset.set_epoch(progress["epoch"], own if owned else None, describing, noisy)
         groups = [slot["kind"] == "description" for slot in dataset.plan.slots] if cfg.group_by_kind else None
         batches = epoch_batches(len(dataset), cfg.batch_size, world=acc.num_processes, rank=acc.process_index,
                                 seed=cfg.seed, epoch=progress["epoch"], groups=groups)
