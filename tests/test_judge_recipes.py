@@ -29,5 +29,5 @@ def test_recipe_loads_through_the_config_loader(recipe, tmp_path):
                                             "split_dir": str(tmp_path), "out": str(tmp_path / "run")})
     assert isinstance(cfg, JudgeTrainConfig) and cfg.out == str(tmp_path / "run")
     if preset[1] != "none":
-        assert cfg.method == "full" and cfg.describe_steps < cfg.context_noise_from < cfg.max_steps
-        assert cfg.description_style == "keywords" and cfg.description_examples > 0 and cfg.context_noise > 0
+        assert cfg.method == "full" and cfg.describe_steps < cfg.own_context_from < cfg.max_steps
+        assert cfg.description_style == "keywords" and cfg.description_examples > 0 and cfg.context_loss

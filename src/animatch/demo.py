@@ -27,6 +27,7 @@ from animatch.runs import atomic_write_text, claim_output, markdown_table
 # full run sees each CLIP training pair about once, as its recipe wants (a small CLIP memorises names otherwise),
 # and trains the judge by its recipe as written (judge steps None): a shorter run stops before stage 2 judges.
 SIZES = {"full": (16000, 280, 64, None, 50), "quick": (600, 70, 48, 12, 4)}
+QUICK_OWN = 16  # characters the quick judge describes for its phase on its own descriptions
 # (validation fraction, test fraction, held-out images matched) per mode: about 240 test characters in full.
 SPLITS = {"full": (0.01, 0.015, 20), "quick": (0.05, 0.1, 12)}
 CLIP_RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "clip-tiny-scratch.yaml"
@@ -117,12 +118,13 @@ def run_demo(cfg: DemoConfig) -> int:
     for i, query in enumerate(_queries(prep)):
         step(f"4{'bc'[i]}. search", "search", out / "index", query, "--k", 5)
 
-    # The judge recipe; shortened (--quick) with its phases (describe-only, exact contexts) in proportion.
+    # The judge recipe; shortened (--quick) with its phases in proportion, describing a few characters for the
+    # phase on its own descriptions.
     recipe_text = JUDGE_RECIPE.read_text()
     preset = recipe_text.splitlines()[0].removeprefix("# preset:").strip()
     recipe = yaml.safe_load(recipe_text)
-    shortened = () if judge_steps is None else ("--max-steps", judge_steps, *[
-        arg for name in ("describe_steps", "context_noise_from") if recipe.get(name)
+    shortened = () if judge_steps is None else ("--max-steps", judge_steps, "--own-descriptions", QUICK_OWN, *[
+        arg for name in ("describe_steps", "context_noise_from", "own_context_from") if recipe.get(name)
         for arg in (f"--{name.replace('_', '-')}", judge_steps * recipe[name] // recipe["max_steps"])])
     step("5a. the judge on the trained vision tower", "init-model", preset, "--out", llava0,
          "--vision-tower", run / "best", "--seed", cfg.seed)
