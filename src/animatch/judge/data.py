@@ -13,12 +13,13 @@ wording. Per epoch (`plan_epoch`, seeded by (seed, epoch), so any number of work
 - one stage-2 positive and `negatives_per_positive` negatives in the TWO-stage format: the stage-1 turn answered
   with a description of this character, then the relevance question about a candidate text, answered
   `Score: N\\nAnalysis: ...` (`relevance_answer`). The context is the model's own description (`own`, written
-  by `judge.train` after `describe_steps`, as at inference) or one made from the appearance (a keyword one with
-  a describer's errors at rate `context_noise`, since stage 2 reads imperfect descriptions at inference). A text
-  context could copy the positive's candidate word for word, so then the candidate is 1-3 of the character's
-  sentences left out of the context (a negative's context loses as many, so length tells nothing); otherwise
-  the candidate is the character's sentences from one in the first half on. A negative's candidate is another
-  character's text made the same way, from the same title with probability `same_title_negatives`.
+  by `judge.train` after `describe_steps` or at `own_context_from`, as at inference) or one made from the
+  appearance (a keyword one with a describer's errors at rate `context_noise`, since stage 2 reads imperfect
+  descriptions at inference). A text context could copy the positive's candidate word for word, so then the
+  candidate is 1-3 of the character's sentences left out of the context (a negative's context loses as many,
+  so length tells nothing); otherwise the candidate is the character's sentences from one in the first half on.
+  A negative's candidate is another character's text made the same way, from the same title with probability
+  `same_title_negatives`.
   Candidates keep their names and contexts have none, so names carry no signal;
 - personality texts are used only as extra negatives: with probability `personality_negatives` a stage-2
   example whose candidate is the character's own personality, scored 1 (it does not describe the looks).
