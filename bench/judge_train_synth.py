@@ -40,8 +40,9 @@ def main() -> None:
     parser.add_argument("--clip", default=None, help="a trained CLIP dir (skips CLIP training)")
     parser.add_argument("--recipe", default=str(RECIPES / "judge-tiny-scratch.yaml"))
     parser.add_argument("--rewrite", action="store_true", help="reword every persona (bench/persona_rewrite.py)")
-    parser.add_argument("--eval-items", type=int, default=300, help="test characters (2 pairs each; 300 is the whole "
-                        "test split of 20,000: 600 pairs tell accuracy to about +-0.02, 200 to +-0.03)")
+    parser.add_argument("--eval-items", type=int, default=300, help="test characters at most (2 pairs each); 300 "
+                        "takes the whole test split of 20,000 (251): 502 pairs tell accuracy to about +-0.02, 200 to "
+                        "+-0.03")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     out = Path(args.out)
@@ -72,9 +73,9 @@ def main() -> None:
         ["--model", out / "judge0", "--adapter", out / "run" / "adapter"]
     times["eval after"] = run("judge-eval", *common, *model_args, "--out", out / "eval_after")
 
-    results = {name: json.loads((out / f"eval_{name}" / "judge_eval.json").read_text())["model"]["overall"]
-               for name in ("before", "after")}
-    print(f"\n{results['after']['pairs']} balanced test pairs ({args.eval_items} unseen characters"
+    evals = {name: json.loads((out / f"eval_{name}" / "judge_eval.json").read_text()) for name in ("before", "after")}
+    results = {name: e["model"]["overall"] for name, e in evals.items()}
+    print(f"\n{results['after']['pairs']} balanced test pairs ({evals['after']['characters']} unseen characters"
           f"{', reworded personas' if args.rewrite else ''}), two-stage judge; exp = expected score")
     print(f"{'':8}" + "".join(f"{label:>10}" for _, label in MEASURES))
     for name, m in results.items():
