@@ -33,6 +33,7 @@ ATTENTION = ("sdpa", "eager", "flash_attention_2")
 MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
 DTYPES = ("float32", "float16", "bfloat16")
 TRACKERS = ("tensorboard", "wandb", "none")
+LENGTH_GROUP_BATCHES = 16  # judge-train --group-by-length: batches whose examples are sorted by length together
 
 # Ranges, as intervals: "[" and "]" include the end, "(" and ")" exclude it.
 AT_LEAST_1 = "[1, inf)"
@@ -580,9 +581,9 @@ class JudgeTrainConfig(TrainingLoopOptions, CandidateTextOptions, OutputOptions)
     group_by_kind: bool = opt(False, "batch descriptions with descriptions and stage-2 examples with stage-2 "
                                      "examples (as LLaVA's group_by_modality_length), so the short stage-1 examples "
                                      "are not padded to the stage-2 length")
-    group_by_length: bool = opt(False, "batch examples of about the same length: the examples of every 16 batches "
-                                       "are sorted by length and batched again (as transformers' group_by_length), "
-                                       "so little of a step is padding")
+    group_by_length: bool = opt(False, "batch examples of about the same length: the examples of every "
+                                       f"{LENGTH_GROUP_BATCHES} batches are sorted by length and batched again (as "
+                                       "transformers' group_by_length), so little of a step is padding")
     describe_steps: int = opt(0, "optimizer steps on description examples only before the stage-2 examples join",
                               bounds=NOT_NEGATIVE)
     stage2_context: str = opt("reference", "the description in a stage-2 example's context: reference (made from "

@@ -254,10 +254,10 @@ def extract_keywords(text: str) -> list[str]:
             for phrase in group:
                 keywords[f"{phrase} {noun}" if noun else phrase] = None
             continue
-        if tokens[i] in SKIN_TONES and (i + 1 < len(tokens) and tokens[i + 1] == "skin"
-                                        or _body_noun_before(tokens, i) == "skin"):
+        skin_next = tokens[i] in SKIN_TONES and tokens[i + 1:i + 2] == ["skin"]
+        if skin_next or tokens[i] in SKIN_TONES and _body_noun_before(tokens, i) == "skin":
             keywords[f"{SKIN_TONES[tokens[i]]} skin"] = None
-            i += 2 if i + 1 < len(tokens) and tokens[i + 1] == "skin" else 1
+            i += 1 + skin_next
             continue
         noun = _noun_at(tokens, i)
         if noun:

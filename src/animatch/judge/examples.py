@@ -137,7 +137,7 @@ class ExampleCollator:
 
 @dataclass
 class LengthGroupCollator:
-    """The examples of a run of batches (`judge.train.LENGTH_GROUP_BATCHES` of them, loaded at once), sorted by
+    """The examples of a run of batches (`config.LENGTH_GROUP_BATCHES` of them, loaded at once), sorted by
     length and cut again into batches of `batch_size`, each collated: a batch's examples then have about the same
     length, so little of a step is padding (as transformers' `group_by_length` within a megabatch). With `by_kind`
     the kind sorts first, so batches of one kind (`group_by_kind`) stay so. Returns the list of collated batches;

@@ -26,7 +26,7 @@ from accelerate.utils import DistributedType, set_seed
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from animatch.config import JudgeTrainConfig
+from animatch.config import LENGTH_GROUP_BATCHES, JudgeTrainConfig
 from animatch.data.datasets import epoch_batches
 from animatch.data.images import ImageLoadError, load_image
 from animatch.data.safepath import path_inside
@@ -52,7 +52,6 @@ from animatch.training.runtime import (
 SHARDED = (DistributedType.DEEPSPEED, DistributedType.FSDP)
 OWN_FILE = "own_descriptions.json"
 DESCRIBE_BATCH = 32
-LENGTH_GROUP_BATCHES = 16  # `group_by_length`: batches whose examples are sorted by length together
 
 
 def _check(cfg: JudgeTrainConfig) -> None:
